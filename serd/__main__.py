@@ -1,0 +1,3 @@
+from serd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Classifying a whole recording: windows -> gate -> features -> model -> averaged probs.
+
+Used by `serd analyze`, `serd evaluate`, training validation and the dashboard's
+upload panel. The daemon runs the very same steps one window at a time
+(`serd/pipeline.py`), so the same audio gives the same probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serd.features import FeatureParams, LogMel, level_dbfs
+from serd.gate import SpeechGate
+from serd.windows import Window, WindowBuffer
+
+PredictMany = Callable[[np.ndarray], np.ndarray]
+"""(n, n_mels, n_frames) features -> (n, n_labels) probabilities."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    threshold_dbfs: float = -55.0
+    hangover: int = 1
+
+
+@dataclass
+class WindowResult:
+    start_s: float
+    end_s: float
+    speech: bool
+    level_dbfs: float
+    probs: np.ndarray | None = None
+
+
+@dataclass
+class AnalysisResult:
+    labels: tuple[str, ...]
+    windows: list[WindowResult] = field(default_factory=list)
+
+    @property
+    def speech_probs(self) -> np.ndarray:
+        rows = [w.probs for w in self.windows if w.probs is not None]
+        return np.stack(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    @property
+    def probs(self) -> np.ndarray | None:
+        """Mean probabilities over speech windows; None when no window held speech."""
+        rows = self.speech_probs
+        return rows.mean(axis=0) if rows.shape[0] else None
+
+    @property
+    def label(self) -> str | None:
+        probs = self.probs
+        return None if probs is None else self.labels[int(np.argmax(probs))]
+
+
+def file_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_s: float) -> list[Window]:
+    """Windows of a recording, exactly as the daemon's ring buffer cuts them.
+
+    A recording shorter than one window is zero-padded to one window, so that
+    short files still get an answer.
+    """
+    buffer = WindowBuffer(params.window_samples, hop_samples(params, hop_s))
+    windows: list[Window] = []
+    head: list[np.ndarray] = []
+    for block in blocks:
+        if buffer.received < params.window_samples:
+            head.append(block)
+        windows.extend(buffer.push(block))
+    if not windows and head:
+        samples = np.concatenate(head)
+        if samples.size:
+            padded = np.zeros(params.window_samples, dtype=np.float32)
+            padded[: samples.size] = samples
+            windows.append(Window(0, padded))
+    return windows
+
+
+def hop_samples(params: FeatureParams, hop_s: float) -> int:
+    if hop_s <= 0:
+        raise ValueError(f"hop_s must be > 0, got {hop_s}")
+    return max(1, int(round(hop_s * params.sample_rate)))
+
+
+def gate_windows(
+    windows: list[Window],
+    params: FeatureParams,
+    labels: tuple[str, ...],
+    gate: GateSettings = GateSettings(),
+    logmel: LogMel | None = None,
+) -> tuple[AnalysisResult, np.ndarray]:
+    """Level and speech decision per window, and the features of the speech windows.
+
+    Split from prediction so that training can batch many clips into one call.
+    """
+    logmel = logmel or LogMel(params)
+    speech_gate = SpeechGate(gate.threshold_dbfs, gate.hangover)
+    result = AnalysisResult(labels)
+    speech_features = []
+    for window in windows:
+        level = level_dbfs(window.samples)
+        speech = speech_gate.update(level)
+        result.windows.append(
+            WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), speech, level)
+        )
+        if speech:
+            speech_features.append(logmel(window.samples))
+    features = np.stack(speech_features) if speech_features else np.zeros((0, *params.shape), dtype=np.float32)
+    return result, features
+
+
+def attach_probs(result: AnalysisResult, probs: np.ndarray) -> AnalysisResult:
+    """Give each speech window of `result` its row of `probs` (in order)."""
+    rows = iter(np.asarray(probs, dtype=np.float32))
+    for w in result.windows:
+        if w.speech:
+            w.probs = next(rows)
+    return result
+
+
+def analyze_windows(
+    windows: list[Window],
+    params: FeatureParams,
+    labels: tuple[str, ...],
+    predict_many: PredictMany,
+    gate: GateSettings = GateSettings(),
+    logmel: LogMel | None = None,
+) -> AnalysisResult:
+    result, features = gate_windows(windows, params, labels, gate, logmel)
+    if features.shape[0]:
+        attach_probs(result, predict_many(features))
+    return result
+
+
+def model_predict_many(model) -> PredictMany:
+    """Adapter: a one-window-at-a-time `serd.model.Model` as a batch predictor."""
+
+    def predict_many(features: np.ndarray) -> np.ndarray:
+        return np.stack([model.predict(f) for f in features])
+
+    return predict_many

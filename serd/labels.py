@@ -1,0 +1,39 @@
+"""Label sets: which classes a model predicts, and how RAVDESS emotions map onto them."""
+
+from __future__ import annotations
+
+RAVDESS_EMOTIONS = {
+    1: "neutral",
+    2: "calm",
+    3: "happy",
+    4: "sad",
+    5: "angry",
+    6: "fearful",
+    7: "disgust",
+    8: "surprised",
+}
+
+EMOTION6 = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+EMOTION8 = tuple(RAVDESS_EMOTIONS[i] for i in range(1, 9))
+# As in the original study: calm is merged into neutral, surprised into happy.
+_MERGE6 = {"calm": "neutral", "surprised": "happy"}
+SEED12 = tuple(f"{g}_{e}" for g in ("female", "male") for e in EMOTION6)
+
+LABEL_SETS: dict[str, tuple[str, ...]] = {"emotion6": EMOTION6, "emotion8": EMOTION8, "seed12": SEED12}
+
+
+def label_for(label_set: str, emotion: str, gender: str) -> str:
+    """The class name of a clip with this RAVDESS emotion and speaker gender."""
+    if label_set == "emotion8":
+        return emotion
+    merged = _MERGE6.get(emotion, emotion)
+    if label_set == "emotion6":
+        return merged
+    if label_set == "seed12":
+        return f"{gender}_{merged}"
+    raise ValueError(f"unknown label set {label_set!r}; expected one of {sorted(LABEL_SETS)}")
+
+
+def emotion_of(label: str) -> str:
+    """The emotion part of a label (seed12 labels carry a gender prefix)."""
+    return label.split("_", 1)[1] if "_" in label else label

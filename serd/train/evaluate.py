@@ -1,0 +1,88 @@
+"""Scoring an exported .tflite through serd's runtime path (features.py + model.py), never Keras."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serd.analysis import GateSettings, analyze_windows, file_windows, model_predict_many
+from serd.train import metrics
+from serd.train.augment import babble, pink_noise, rms
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def add_noise(audio: np.ndarray, bounds: tuple[int, int], kind: str, snr_db: float, pool, rng) -> np.ndarray:
+    """Noise at `snr_db` relative to the speech part of the clip (not its silences)."""
+    n = audio.shape[0]
+    noise = pink_noise(n, rng) if kind == "pink" else babble(pool, n, rng)
+    speech_rms = rms(audio[bounds[0] : bounds[1]])
+    gain = speech_rms / (rms(noise) * 10.0 ** (snr_db / 20.0))
+    return np.clip(audio + gain * noise, -1.0, 1.0).astype(np.float32)
+
+
+def score_model(
+    path: Path,
+    corpus,
+    indices,
+    hop_s: float,
+    gate: GateSettings,
+    temperature: float | None = None,
+    noise: tuple[str, float, list] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Clip-level accuracy, UAR, confusion and ECE, each clip analysed exactly as `serd analyze` does."""
+    from serd.model import Model
+
+    model = Model(path)
+    if temperature is not None:
+        model.temperature = temperature
+    if tuple(model.labels) != tuple(corpus.labels):
+        raise ValueError(f"{path}: labels {model.labels} differ from the corpus's {corpus.labels}")
+    rng = np.random.default_rng(seed)
+    predict_many = model_predict_many(model)
+    n_classes = len(model.labels)
+    probs, predicted, no_speech = [], [], 0
+    for i in indices:
+        audio = corpus.audio[i]
+        if noise is not None:
+            kind, snr_db, pool = noise
+            audio = add_noise(audio, tuple(corpus.speech[i]), kind, snr_db, pool, rng)
+        result = analyze_windows(file_windows([audio], model.params, hop_s), model.params, model.labels, predict_many, gate)
+        clip_probs = result.probs
+        if clip_probs is None:  # no speech window: counts as wrong, honestly
+            no_speech += 1
+            clip_probs = np.full(n_classes, 1.0 / n_classes, dtype=np.float32)
+            predicted.append(-1)
+        else:
+            predicted.append(int(np.argmax(clip_probs)))
+        probs.append(clip_probs)
+    y = corpus.y[list(indices)]
+    predicted_arr = np.array(predicted)
+    return {
+        "accuracy": metrics.accuracy(y, predicted_arr),
+        "uar": metrics.uar(y, np.where(predicted_arr < 0, (y + 1) % n_classes, predicted_arr), n_classes),
+        "ece": metrics.ece(np.stack(probs), y),
+        "confusion": metrics.confusion(y, np.where(predicted_arr < 0, (y + 1) % n_classes, predicted_arr), n_classes).tolist(),
+        "no_speech_clips": no_speech,
+        "predicted": predicted,
+        "backend": model.backend,
+    }
+
+
+def evaluate_folder(model_path: Path, root: Path, hop_s: float, gate: GateSettings) -> dict[str, Any]:
+    """Score a model on every RAVDESS-named clip under `root` (`serd evaluate`)."""
+    from serd.model import Model
+    from serd.train.data import Corpus
+
+    model = Model(model_path)
+    label_set = model.sidecar.get("label_set", "emotion6")
+    corpus = Corpus.load(root, label_set, model.params.sample_rate)
+    scores = score_model(model_path, corpus, list(range(len(corpus.clips))), hop_s, gate)
+    scores["labels"] = list(model.labels)
+    scores["clips"] = len(corpus.clips)
+    scores["actors"] = sorted({c.actor for c in corpus.clips})
+    return scores

@@ -1,0 +1,231 @@
+"""Training one network on one split, exporting it, and scoring it through the runtime."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serd.analysis import GateSettings, attach_probs, file_windows, gate_windows
+from serd.features import FeatureParams, LogMel
+from serd.train import metrics
+from serd.train.augment import AugmentSettings
+from serd.train.data import Corpus, crop, epoch_arrays
+from serd.train.evaluate import score_model
+from serd.train.export import multiply_adds, save_model, to_tflite
+from serd.train.networks import build
+from serd.train.splits import Split
+
+_LOGGER = logging.getLogger(__name__)
+REPRESENTATIVE_WINDOWS = 300
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    network: str = "serd_cnn"
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    crops_per_clip: int = 2
+    seed: int = 0
+    hop_s: float = 0.5
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = self.augment.enabled()
+        return d
+
+
+def window_labels(corpus: Corpus, indices, params: FeatureParams, settings: FitSettings, logmel: LogMel):
+    """Speech-window features of whole clips (as `serd analyze` cuts them) and each clip's gate result."""
+    prepared = []
+    for i in indices:
+        windows = file_windows([corpus.audio[i]], params, settings.hop_s)
+        prepared.append(gate_windows(windows, params, corpus.labels, settings.gate, logmel))
+    return prepared
+
+
+def keras_clip_scores(model, prepared, y_clips: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Clip-level accuracy/UAR of a Keras model, averaging window probabilities like analyze."""
+    from serd.model import softmax
+
+    feats = [f for _, f in prepared if f.shape[0]]
+    if not feats:
+        return {"accuracy": 0.0, "uar": 0.0}
+    stacked = np.concatenate(feats)[..., None]
+    probs = softmax(np.asarray(model.predict(stacked, batch_size=256, verbose=0)))
+    offset = 0
+    predicted = []
+    for result, f in prepared:
+        n = f.shape[0]
+        clip_probs = probs[offset : offset + n].mean(axis=0) if n else np.zeros(n_classes)
+        offset += n
+        predicted.append(int(np.argmax(clip_probs)) if n else -1)
+    predicted = np.array(predicted)
+    return {"accuracy": metrics.accuracy(y_clips, predicted), "uar": metrics.uar(y_clips, predicted, n_classes)}
+
+
+def train_split(
+    corpus: Corpus,
+    split: Split,
+    params: FeatureParams,
+    settings: FitSettings,
+    out_dir: Path,
+    label_set: str,
+    export: bool = True,
+    noise_eval: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Fit on split.train, calibrate on split.val, score split.test; return a results dict."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(settings.seed)
+    logmel = LogMel(params)
+    n_classes = len(corpus.labels)
+
+    model = build(settings.network, params.shape, n_classes)
+    steps = settings.epochs * int(np.ceil(len(split.train) * settings.crops_per_clip / settings.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(1, steps))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    val_prepared = window_labels(corpus, split.val, params, settings, logmel)
+    y_val = corpus.y[list(split.val)]
+
+    def make_epoch(seed: int):
+        return epoch_arrays(
+            corpus, split.train, params, settings.augment, np.random.default_rng(seed), settings.crops_per_clip, logmel
+        )
+
+    started = time.monotonic()
+    history = []
+    epoch_seeds = rng.integers(0, 2**31, size=settings.epochs)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # next epoch's windows while this one trains
+        upcoming = pool.submit(make_epoch, int(epoch_seeds[0]))
+        for epoch in range(settings.epochs):
+            x, y, w = upcoming.result()
+            if epoch + 1 < settings.epochs:
+                upcoming = pool.submit(make_epoch, int(epoch_seeds[epoch + 1]))
+            fit = model.fit(x, y, sample_weight=w, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=True)
+            entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1])}
+            if split.val and ((epoch + 1) % 5 == 0 or epoch + 1 == settings.epochs):
+                entry.update({f"val_{k}": v for k, v in keras_clip_scores(model, val_prepared, y_val, n_classes).items()})
+            history.append(entry)
+            _LOGGER.info(
+                "%s %s epoch %d/%d loss %.3f%s (%.0f s)",
+                split.name,
+                settings.network,
+                epoch + 1,
+                settings.epochs,
+                entry["loss"],
+                f" val UAR {entry['val_uar']:.3f}" if "val_uar" in entry else "",
+                time.monotonic() - started,
+            )
+    train_seconds = time.monotonic() - started
+    result: dict[str, Any] = {
+        "split": split.name,
+        "test_actors": list(split.test_actors),
+        "val_actors": list(split.val_actors),
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "n_test": len(split.test),
+        "settings": settings.describe(),
+        "train_seconds": round(train_seconds, 1),
+        "multiply_adds": multiply_adds(model),
+        "params": int(model.count_params()),
+        "history": history,
+    }
+    if split.test:
+        test_prepared = window_labels(corpus, split.test, params, settings, logmel)
+        result["keras_float"] = keras_clip_scores(model, test_prepared, corpus.y[list(split.test)], n_classes)
+    if not export:
+        return result
+
+    training = {
+        "data": "RAVDESS speech (24 actors, 1440 clips)",
+        "label_set": label_set,
+        "split": split.name,
+        "train_actors": sorted({corpus.clips[i].actor for i in split.train}),
+        "val_actors": list(split.val_actors),
+        "test_actors": list(split.test_actors),
+        **settings.describe(),
+    }
+    representative = _representative(corpus, split, params, settings)
+    for kind, rep in (("float", None), ("int8", representative)):
+        stem = name or f"{split.name}-{settings.network}-{label_set}"
+        path = out_dir / f"{stem}-{kind}.tflite"
+        save_model(
+            path,
+            to_tflite(model, settings.network, params, n_classes, rep),
+            labels=corpus.labels,
+            label_set=label_set,
+            params=params,
+            temperature=1.0,
+            training=training,
+            metrics={},
+        )
+        result[kind] = calibrate_and_score(path, corpus, split, settings, noise_eval and kind == "int8")
+    if split.test:
+        same = np.mean(np.array(result["float"]["predicted"]) == np.array(result["int8"]["predicted"]))
+        result["int8_float_agreement"] = float(same)
+    return result
+
+
+def _representative(corpus: Corpus, split: Split, params: FeatureParams, settings: FitSettings) -> np.ndarray:
+    """Real training windows (no augmentation) for int8 calibration."""
+    rng = np.random.default_rng(settings.seed + 1)
+    logmel = LogMel(params)
+    picks = rng.choice(list(split.train), size=min(REPRESENTATIVE_WINDOWS, len(split.train)), replace=False)
+    rows = [logmel(crop(corpus.audio[i], tuple(corpus.speech[i]), params.window_samples, rng)) for i in picks]
+    return np.stack(rows)[..., None]
+
+
+def calibrate_and_score(path: Path, corpus: Corpus, split: Split, settings: FitSettings, noise_eval: bool) -> dict[str, Any]:
+    """Fit the temperature on validation windows through the runtime, rewrite the sidecar, score the test clips."""
+    import json
+
+    from serd.model import Model, write_sidecar
+
+    model = Model(path)
+    temperature = 1.0
+    if split.val:
+        logits, labels = [], []
+        params = model.params
+        logmel = LogMel(params)
+        for i in split.val:
+            _, features = gate_windows(file_windows([corpus.audio[i]], params, settings.hop_s), params, model.labels, settings.gate, logmel)
+            logits.extend(model.logits(f) for f in features)
+            labels.extend([corpus.y[i]] * features.shape[0])
+        if logits:
+            temperature = metrics.fit_temperature(np.stack(logits), np.array(labels))
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["temperature"] = round(temperature, 4)
+    scores: dict[str, Any] = {"temperature": round(temperature, 4)}
+    if split.test:
+        uncalibrated = score_model(path, corpus, split.test, settings.hop_s, settings.gate, temperature=1.0)
+        scores["ece_before"] = uncalibrated["ece"]
+    write_sidecar(path, sidecar)
+    if split.test:
+        scored = score_model(path, corpus, split.test, settings.hop_s, settings.gate)
+        scores.update(scored)
+        if noise_eval:
+            pool = [corpus.audio[i] for i in (split.val or split.train)]
+            scores["noisy"] = {}
+            for kind in ("pink", "babble"):
+                for snr in (20, 10, 5):
+                    noisy = score_model(
+                        path, corpus, split.test, settings.hop_s, settings.gate, noise=(kind, snr, pool), seed=settings.seed
+                    )
+                    scores["noisy"][f"{kind}_{snr}dB"] = {k: noisy[k] for k in ("accuracy", "uar")}
+    return scores
