@@ -142,3 +142,32 @@ def model_predict_many(model) -> PredictMany:
         return np.stack([model.predict(f) for f in features])
 
     return predict_many
+
+
+def analyze_file(path, model, hop_s: float, gate: GateSettings = GateSettings()) -> AnalysisResult:
+    """`serd analyze` for one file: decode, window, gate, classify. Raises AudioFileError."""
+    from serd.audiofile import iter_blocks
+
+    params = model.params
+    windows = file_windows(iter_blocks(path, params.sample_rate), params, hop_s)
+    return analyze_windows(windows, params, model.labels, model_predict_many(model), gate)
+
+
+def result_to_json(result: AnalysisResult, name: str) -> dict:
+    """The JSON object `serd analyze --json` prints for one file (also used by the dashboard)."""
+    probs = result.probs
+    return {
+        "file": name,
+        "label": result.label,
+        "probs": None if probs is None else {k: round(float(p), 5) for k, p in zip(result.labels, probs)},
+        "windows": [
+            {
+                "start": round(w.start_s, 4),
+                "end": round(w.end_s, 4),
+                "speech": w.speech,
+                "level_dbfs": round(w.level_dbfs, 2),
+                "probs": None if w.probs is None else {k: round(float(p), 5) for k, p in zip(result.labels, w.probs)},
+            }
+            for w in result.windows
+        ],
+    }
