@@ -10,22 +10,43 @@ from serd import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serd", description="speech emotion recognition daemon")
-    parser.add_argument("--version", action="version", version=f"serd {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from serd import commands, listen, run
     from serd.train.cli import add_evaluate_parser, add_train_parser
 
+    parser = argparse.ArgumentParser(prog="serd", description="speech emotion recognition for small devices")
+    parser.add_argument("--version", action="version", version=f"serd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on internal errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run.add_parser(sub)
+    listen.add_parser(sub)
+    commands.add_parsers(sub)
     add_train_parser(sub)
     add_evaluate_parser(sub)
+    try:
+        from serd.dashboard.cli import add_parser as add_dashboard_parser
+    except ImportError:
+        add_dashboard_parser = None
+    if add_dashboard_parser is not None:
+        add_dashboard_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Under systemd the journal adds timestamps; on a terminal they are noise.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `serd analyze ... | head`
+        return 0
+    except Exception as exc:  # the promise: one line, never a traceback (unless asked)
+        if args.verbose:
+            raise
+        print(f"serd {args.command}: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
+        return 1

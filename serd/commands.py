@@ -1,0 +1,102 @@
+"""Small commands: `serd analyze`, `serd devices`, `serd keys`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from serd.config import EX_CONFIG
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="classify recorded files (the original tool's file analysis)")
+    p.add_argument("files", nargs="+", type=Path, help="wav, flac or ogg files")
+    p.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    p.add_argument("--model", default="serd-emotion6-int8", help="model name or .tflite path")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default: %(default)s)")
+    p.add_argument("--gate-dbfs", type=float, default=-55.0, help="speech gate level (default: %(default)s)")
+    p.set_defaults(func=analyze_command)
+
+    p = subparsers.add_parser("devices", help="list audio input devices and their sample rates")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=devices_command)
+
+    p = subparsers.add_parser("keys", help="make CURVE key pairs for the server and a client")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--client-name", default="client")
+    p.set_defaults(func=keys_command)
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    from serd.analysis import GateSettings, analyze_file, result_to_json
+    from serd.audiofile import AudioFileError
+    from serd.model import Model, ModelError, resolve_model_path
+
+    try:
+        model = Model(resolve_model_path(args.model))
+    except ModelError as exc:
+        print(f"serd: model error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if not args.hop > 0:
+        print(f"serd: --hop must be > 0 seconds, got {args.hop}", file=sys.stderr)
+        return 2
+    gate = GateSettings(threshold_dbfs=args.gate_dbfs, hangover=1)
+    failed = 0
+    for path in args.files:
+        try:
+            result = analyze_file(path, model, args.hop, gate)
+        except AudioFileError as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
+            else:
+                print(f"{path}: error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(result_to_json(result, str(path))), flush=True)
+            continue
+        speech = sum(w.speech for w in result.windows)
+        if result.probs is None:
+            print(f"{path}: no speech ({len(result.windows)} windows, none above {args.gate_dbfs} dBFS)")
+            continue
+        ranked = sorted(zip(model.labels, result.probs), key=lambda kv: -kv[1])
+        print(f"{path}: {result.label} ({ranked[0][1]:.0%}; {speech}/{len(result.windows)} windows with speech)")
+        for label, p in ranked:
+            print(f"  {label:<9} {p:6.1%} {'█' * int(round(p * 30))}")
+    return 1 if failed else 0
+
+
+def devices_command(args: argparse.Namespace) -> int:
+    from serd.sources import SourceError, input_devices
+
+    try:
+        devices = input_devices()
+    except SourceError as exc:
+        print(f"serd: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(devices))
+        return 0
+    if not devices:
+        print("no audio input devices found")
+    for d in devices:
+        rates = ", ".join(str(r) for r in d["rates"]) or "none of the common rates"
+        print(f"{d['index']:3d}  {d['name']}  ({d['channels']} ch, default {d['default_rate']} Hz; works at {rates})")
+    return 0
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    from serd.keys import make_keys
+
+    try:
+        made = make_keys(args.directory, args.client_name)
+    except (FileExistsError, OSError) as exc:
+        print(f"serd: {exc}", file=sys.stderr)
+        return 1
+    for role, path in made.items():
+        print(f"{role:<16} {path}")
+    print("server config: publisher.curve.server_secret_key and publisher.curve.authorized_clients (above);")
+    print(f"client: serd listen --server-key {made['server_public']} --client-key {made[args.client_name + '_secret']}")
+    return 0

@@ -1,0 +1,268 @@
+"""Settings: typed, frozen, documented per field; loaded from YAML and validated at the edge.
+
+A bad value raises `ConfigError` naming its key path and what was expected; the
+command line turns that into one line on stderr and exit code 78 (EX_CONFIG,
+which the systemd unit tells systemd not to restart on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EX_CONFIG = 78
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key path."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: str = "mic"
+    """Where audio comes from: `mic`, `file` or `stdin`."""
+    path: str | None = None
+    """Audio file for kind `file` (wav, flac, ogg; any rate and channel count)."""
+    input_device: str | int | None = None
+    """Microphone: device index or a substring of its name; null = the system default."""
+    capture_rate: int | None = None
+    """Microphone capture rate in Hz; null = the device's default (resampled to the model rate)."""
+    channels: int = 1
+    """Channels to capture (mic) or to expect on stdin; averaged to mono."""
+    stdin_rate: int = 16000
+    """Sample rate of raw s16le PCM on stdin."""
+    block_s: float = 0.1
+    """Seconds of audio per block from the source."""
+    realtime: bool = True
+    """File source: pace at real time (false = as fast as possible, like --fast)."""
+    queue_blocks: int = 100
+    """Blocks the audio queue holds before dropping (mic) or waiting (file/stdin)."""
+    reconnect_max_s: float = 30.0
+    """Longest wait between attempts to reopen a lost microphone (backoff doubles up to this)."""
+    stall_timeout_s: float = 5.0
+    """A microphone delivering nothing for this long counts as lost."""
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    hop_s: float = 0.5
+    """Seconds between window starts (the window length comes from the model)."""
+    gate_dbfs: float = -55.0
+    """Windows quieter than this RMS level (dBFS) are not classified."""
+    hangover_windows: int = 1
+    """Windows after a speech window that still count as speech."""
+    smoothing_alpha: float = 0.3
+    """Weight of the newest window in the moving average (1 = no smoothing)."""
+    smoothing_reset_s: float = 5.0
+    """Seconds of non-speech after which the moving average starts afresh."""
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    enabled: bool = False
+    """Encrypt and authenticate with CURVE (needs the two key settings)."""
+    server_secret_key: str | None = None
+    """Server secret-key file made by `serd keys` (zmq.auth certificate format)."""
+    authorized_clients: str | None = None
+    """Directory of client public-key files allowed to subscribe."""
+
+
+@dataclass(frozen=True)
+class PublisherSettings:
+    bind: str = "tcp://127.0.0.1:5556"
+    """ZeroMQ endpoint to bind; loopback by default (tcp://, ipc://)."""
+    sndhwm: int = 1000
+    """Messages queued per subscriber before ZeroMQ drops for that subscriber."""
+    linger_ms: int = 500
+    """How long closing waits to flush the final status."""
+    status_interval_s: float = 5.0
+    """Seconds between status heartbeats."""
+    allow_insecure: bool = False
+    """Allow a non-loopback bind without CURVE (anyone on the network can read the stream)."""
+    curve: CurveSettings = field(default_factory=CurveSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    device_id: str = "serd"
+    """Name of this daemon in topics and messages (letters, digits, `_.:-`)."""
+    model: str = "serd-emotion6-int8"
+    """Model name in the models directory, or a path to a .tflite (its .json sidecar beside it)."""
+    source: SourceSettings = field(default_factory=SourceSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    publisher: PublisherSettings = field(default_factory=PublisherSettings)
+    log_level: str = "info"
+    """debug, info, warning or error."""
+
+
+def _describe(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(sorted(known))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            path = f"{prefix}.{f.name}" if prefix else f.name
+            values[f.name] = _coerce(data[f.name], hints[f.name], path)
+    return cls(**values)
+
+
+def _check(cond: bool, path: str, expected: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and inproc://, and tcp:// on 127.0.0.0/8, ::1 or localhost."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", interface names and host names may reach the network
+
+
+def validate(s: Settings) -> Settings:
+    """Checks of values (types are already checked); raises ConfigError."""
+    _check(bool(DEVICE_ID_PATTERN.match(s.device_id)), "device_id", "1-64 letters, digits or _.:- ", s.device_id)
+    _check(bool(s.model.strip()), "model", "a model name or path", s.model)
+    src = s.source
+    _check(src.kind in ("mic", "file", "stdin"), "source.kind", "mic, file or stdin", src.kind)
+    if src.kind == "file":
+        _check(bool(src.path), "source.path", "an audio file path for source.kind file", src.path)
+    _check(src.capture_rate is None or 4000 <= src.capture_rate <= 384000, "source.capture_rate",
+           "null or 4000..384000 Hz", src.capture_rate)
+    _check(1 <= src.channels <= 32, "source.channels", "1..32", src.channels)
+    _check(4000 <= src.stdin_rate <= 384000, "source.stdin_rate", "4000..384000 Hz", src.stdin_rate)
+    _check(0.005 <= src.block_s <= 2.0, "source.block_s", "0.005..2.0 seconds", src.block_s)
+    _check(2 <= src.queue_blocks <= 100000, "source.queue_blocks", "2..100000", src.queue_blocks)
+    _check(0.5 <= src.reconnect_max_s <= 3600, "source.reconnect_max_s", "0.5..3600 seconds", src.reconnect_max_s)
+    _check(0.5 <= src.stall_timeout_s <= 3600, "source.stall_timeout_s", "0.5..3600 seconds", src.stall_timeout_s)
+    a = s.analysis
+    _check(0.05 <= a.hop_s <= 10.0, "analysis.hop_s", "0.05..10 seconds", a.hop_s)
+    _check(-120.0 <= a.gate_dbfs <= 0.0, "analysis.gate_dbfs", "-120..0 dBFS", a.gate_dbfs)
+    _check(0 <= a.hangover_windows <= 100, "analysis.hangover_windows", "0..100", a.hangover_windows)
+    _check(0.0 < a.smoothing_alpha <= 1.0, "analysis.smoothing_alpha", "a number in (0, 1]", a.smoothing_alpha)
+    _check(0.0 <= a.smoothing_reset_s <= 3600, "analysis.smoothing_reset_s", "0..3600 seconds", a.smoothing_reset_s)
+    p = s.publisher
+    _check(p.bind.startswith(("tcp://", "ipc://")), "publisher.bind", "a tcp:// or ipc:// endpoint", p.bind)
+    if p.bind.startswith("tcp://"):
+        _check(":" in p.bind[6:] and p.bind.rsplit(":", 1)[1].isdigit() and 0 < int(p.bind.rsplit(":", 1)[1]) < 65536,
+               "publisher.bind", "tcp://HOST:PORT with a port 1..65535", p.bind)
+    _check(1 <= p.sndhwm <= 1_000_000, "publisher.sndhwm", "1..1000000 messages", p.sndhwm)
+    _check(0 <= p.linger_ms <= 60000, "publisher.linger_ms", "0..60000 ms", p.linger_ms)
+    _check(0.2 <= p.status_interval_s <= 3600, "publisher.status_interval_s", "0.2..3600 seconds", p.status_interval_s)
+    if p.curve.enabled:
+        _check(bool(p.curve.server_secret_key), "publisher.curve.server_secret_key",
+               "a key file (make one with: serd keys DIR)", p.curve.server_secret_key)
+        _check(bool(p.curve.authorized_clients), "publisher.curve.authorized_clients",
+               "a directory of client public keys", p.curve.authorized_clients)
+    if not is_loopback_endpoint(p.bind) and not p.curve.enabled and not p.allow_insecure:
+        raise ConfigError(
+            f"publisher.bind: {p.bind} is reachable from the network; turn on publisher.curve "
+            "or set publisher.allow_insecure: true to publish unencrypted"
+        )
+    _check(s.log_level in ("debug", "info", "warning", "error"), "log_level", "debug, info, warning or error", s.log_level)
+    return s
+
+
+def from_dict(data: dict | None) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level: expected a mapping of settings, got {type(data).__name__}")
+    return validate(_build(Settings, data, ""))
+
+
+def load(path: Path | str | None) -> Settings:
+    """Settings from a YAML file (None: the defaults)."""
+    if path is None:
+        return from_dict({})
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def override(settings: Settings, changes: dict[str, Any]) -> Settings:
+    """Apply dotted-key changes (from the command line) and validate again."""
+    data = dataclasses.asdict(settings)
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return from_dict(data)

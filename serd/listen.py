@@ -1,0 +1,160 @@
+"""`serd listen`: a subscriber with a live terminal view, or JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serd.messages import EmotionMessage, MessageError, StatusMessage, decode
+
+BAR_WIDTH = 30
+REDRAW_S = 0.2
+STALE_AFTER_S = 15.0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("listen", help="subscribe and show results live (or as JSON lines)")
+    p.add_argument("--connect", action="append", default=None, help="endpoint (repeatable; default tcp://127.0.0.1:5556)")
+    p.add_argument("--topic", action="append", default=None, help="topic prefix (repeatable; default: serd.)")
+    p.add_argument("--json", action="store_true", help="print every message as one JSON line")
+    p.add_argument("--count", type=int, default=0, help="exit after this many emotion messages (0: never)")
+    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds (0: never)")
+    p.add_argument("--server-key", type=Path, default=None, help="CURVE: the server's public key file")
+    p.add_argument("--client-key", type=Path, default=None, help="CURVE: this client's secret key file")
+    p.set_defaults(func=listen_command)
+
+
+def connect(endpoints: list[str], topics: list[str], server_key: Path | None = None, client_key: Path | None = None):
+    """A SUB socket connected and subscribed (CURVE when both key files are given)."""
+    import zmq
+    import zmq.auth
+
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    if server_key or client_key:
+        if not (server_key and client_key):
+            raise ValueError("CURVE needs both --server-key and --client-key")
+        server_public, _ = zmq.auth.load_certificate(server_key)
+        client_public, client_secret = zmq.auth.load_certificate(client_key)
+        if client_secret is None:
+            raise ValueError(f"{client_key}: holds no secret key (use the .key_secret file)")
+        socket.curve_serverkey = server_public
+        socket.curve_publickey = client_public
+        socket.curve_secretkey = client_secret
+    for topic in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+    for endpoint in endpoints:
+        socket.connect(endpoint)
+    return socket
+
+
+@dataclass
+class DeviceView:
+    emotion: EmotionMessage | None = None
+    status: StatusMessage | None = None
+    last_heard: float = field(default_factory=time.time)
+    gaps: int = 0
+
+
+def render(devices: dict[str, DeviceView], now: float) -> str:
+    lines = [f"serd listen — {time.strftime('%H:%M:%S', time.localtime(now))}   (Ctrl-C to quit)", ""]
+    if not devices:
+        lines.append("waiting for messages…")
+    for name, view in sorted(devices.items()):
+        stale = now - view.last_heard > STALE_AFTER_S
+        state = "stale" if stale else (view.status.state if view.status else "?")
+        e = view.emotion
+        head = f"■ {name}  [{state}]"
+        if e is not None:
+            if e.speech and e.label:
+                head += f"  {e.label.upper()} {e.confidence:.0%}"
+            else:
+                head += "  (no speech)"
+            head += f"  level {e.level_dbfs:.0f} dBFS"
+        lines.append(head)
+        if e is not None and e.smoothed:
+            for label, p in e.smoothed.items():
+                lines.append(f"   {label:<9} {p:5.0%} {'█' * int(round(p * BAR_WIDTH))}")
+        if view.status is not None:
+            s = view.status
+            lines.append(
+                f"   windows {s.windows}  published {s.published}  overruns {s.overruns}  dropped {s.dropped}  "
+                f"cpu {s.cpu_percent:.1f}%  rss {s.rss_mb:.0f} MB  up {s.uptime_s:.0f} s  lost here {view.gaps}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def listen_command(args: argparse.Namespace) -> int:
+    import zmq
+
+    endpoints = args.connect or ["tcp://127.0.0.1:5556"]
+    topics = args.topic or ["serd."]
+    try:
+        socket = connect(endpoints, topics, args.server_key, args.client_key)
+    except (ValueError, OSError, zmq.ZMQError) as exc:
+        print(f"serd listen: {exc}", file=sys.stderr)
+        return 1
+    live_view = sys.stdout.isatty() and not args.json
+    devices: dict[str, DeviceView] = {}
+    last_seq: dict[str, int] = {}
+    emotions = 0
+    started = time.monotonic()
+    next_draw = 0.0
+    poller = zmq.Poller()
+    poller.register(socket, zmq.POLLIN)
+    try:
+        while True:
+            if args.timeout and time.monotonic() - started >= args.timeout:
+                break
+            if not poller.poll(timeout=int(REDRAW_S * 1000)):
+                if live_view:
+                    print("\x1b[H\x1b[J" + render(devices, time.time()), end="", flush=True)
+                continue
+            frames = socket.recv_multipart()
+            try:
+                message = decode(frames)
+            except MessageError as exc:
+                print(f"serd listen: skipped a malformed message ({exc})", file=sys.stderr)
+                continue
+            topic = message.topic
+            gap = message.seq - last_seq[topic] - 1 if topic in last_seq else 0
+            last_seq[topic] = message.seq
+            view = devices.setdefault(message.device, DeviceView())
+            view.last_heard = time.time()
+            view.gaps += max(0, gap)
+            if isinstance(message, EmotionMessage):
+                view.emotion = message
+                emotions += 1
+            else:
+                view.status = message
+            if args.json:
+                print(json.dumps(message.to_dict()), flush=True)
+            elif live_view:
+                if time.monotonic() >= next_draw:
+                    print("\x1b[H\x1b[J" + render(devices, time.time()), end="", flush=True)
+                    next_draw = time.monotonic() + REDRAW_S
+            else:
+                print(summary_line(message), flush=True)
+            if args.count and emotions >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        socket.close()
+    return 0
+
+
+def summary_line(message) -> str:
+    if isinstance(message, StatusMessage):
+        return f"{message.device} status {message.state} windows={message.windows} published={message.published}"
+    if message.speech and message.label:
+        return (f"{message.device} {message.start_s:7.2f}-{message.end_s:7.2f}s {message.label:<8} "
+                f"{message.confidence:.0%} level {message.level_dbfs:.0f} dBFS")
+    return f"{message.device} {message.start_s:7.2f}-{message.end_s:7.2f}s (no speech) level {message.level_dbfs:.0f} dBFS"
+

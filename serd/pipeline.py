@@ -1,0 +1,50 @@
+"""One window at a time: level -> gate -> features -> model -> smoothing.
+
+The daemon's per-window step. `serd/analysis.py` runs the same gate, features
+and model over a whole file, so `run` and `analyze` agree on the same audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from serd.config import AnalysisSettings
+from serd.features import LogMel, level_dbfs
+from serd.gate import SpeechGate
+from serd.smoothing import Smoother
+from serd.windows import Window
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    start_s: float
+    end_s: float
+    speech: bool
+    level_dbfs: float
+    probs: np.ndarray | None
+    smoothed: np.ndarray | None
+
+
+class WindowPipeline:
+    def __init__(self, model, settings: AnalysisSettings) -> None:
+        self.model = model
+        self.params = model.params
+        self.logmel = LogMel(model.params)
+        self.gate = SpeechGate(settings.gate_dbfs, settings.hangover_windows)
+        self.smoother = Smoother(settings.smoothing_alpha, settings.smoothing_reset_s)
+
+    def reset(self) -> None:
+        """After a gap in the audio (e.g. the microphone came back)."""
+        self.gate.reset()
+        self.smoother.reset()
+
+    def process(self, window: Window) -> WindowOutcome:
+        rate = self.params.sample_rate
+        start_s, end_s = window.start_s(rate), window.end_s(rate)
+        level = level_dbfs(window.samples)
+        speech = self.gate.update(level)
+        probs = self.model.predict(self.logmel(window.samples)) if speech else None
+        smoothed = self.smoother.update(probs, end_s)
+        return WindowOutcome(start_s, end_s, speech, level, probs, smoothed)

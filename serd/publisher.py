@@ -1,0 +1,94 @@
+"""The ZeroMQ PUB socket: bind, HWM, optional CURVE, never blocks, clean close.
+
+Used by one thread only (the daemon's worker). A subscriber that does not read
+fills its own queue up to `sndhwm`; after that ZeroMQ drops *its* messages
+(it sees a `seq` gap) while everyone else keeps receiving.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import zmq
+
+from serd.config import PublisherSettings, is_loopback_endpoint
+from serd.messages import Message, encode
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class PublisherError(RuntimeError):
+    """The socket cannot be set up (address in use, bad keys); one line for the user."""
+
+
+class Publisher:
+    def __init__(self, settings: PublisherSettings, context: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._auth = None
+        self.sent = 0
+        self.dropped = 0
+        self._socket = self._context.socket(zmq.PUB)
+        try:
+            self._socket.setsockopt(zmq.SNDHWM, settings.sndhwm)
+            self._socket.setsockopt(zmq.LINGER, settings.linger_ms)
+            if settings.curve.enabled:
+                self._start_curve()
+            elif not is_loopback_endpoint(settings.bind):
+                _LOGGER.warning("publishing UNENCRYPTED on %s: anyone who can reach it can read the stream", settings.bind)
+            self._socket.bind(settings.bind)
+        except zmq.ZMQError as exc:
+            self.close()
+            hint = " (another serd running? choose another publisher.bind)" if exc.errno == zmq.EADDRINUSE else ""
+            raise PublisherError(f"cannot bind {settings.bind}: {exc.strerror}{hint}") from None
+        except PublisherError:
+            self.close()
+            raise
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        _LOGGER.info("publishing on %s%s", self.endpoint, " (CURVE)" if settings.curve.enabled else "")
+
+    def _start_curve(self) -> None:
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        curve = self.settings.curve
+        secret_file = Path(curve.server_secret_key or "")
+        clients = Path(curve.authorized_clients or "")
+        if not secret_file.is_file():
+            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file} not found (make keys with: serd keys DIR)")
+        if not clients.is_dir():
+            raise PublisherError(f"publisher.curve.authorized_clients: {clients} is not a directory")
+        try:
+            public, secret = zmq.auth.load_certificate(secret_file)
+        except (ValueError, OSError) as exc:
+            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file}: {exc}") from None
+        if secret is None:
+            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file} holds no secret key")
+        # Authentication runs before anything reaches the socket: only listed client keys get in.
+        self._auth = ThreadAuthenticator(self._context, log=logging.getLogger("serd.auth"))
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(clients))
+        self._socket.curve_secretkey = secret
+        self._socket.curve_publickey = public
+        self._socket.curve_server = True  # must precede bind
+
+    def send(self, message: Message) -> bool:
+        """Queue a message without ever blocking; False (and counted) if it could not be queued."""
+        try:
+            self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        if self._socket is not None and not self._socket.closed:
+            self._socket.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self._context.term()

@@ -1,0 +1,91 @@
+"""`serd run`: settings from config + flags, then model, source, publisher, daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from serd import config
+from serd.config import EX_CONFIG, ConfigError, Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("run", help="capture, classify and publish (the daemon)")
+    p.add_argument("--config", type=Path, default=None, help="YAML config file (default: built-in defaults)")
+    p.add_argument("--source", default=None, help="mic, a file path, or - for raw s16le PCM on stdin")
+    p.add_argument("--input-device", default=None, help="microphone index or name substring")
+    p.add_argument("--fast", action="store_true", help="file source: as fast as possible, not real time")
+    p.add_argument("--bind", default=None, help="ZeroMQ endpoint (default tcp://127.0.0.1:5556)")
+    p.add_argument("--device-id", default=None, help="name of this daemon in topics and messages")
+    p.add_argument("--model", default=None, help="model name or .tflite path")
+    p.add_argument("--rate", type=int, default=None, help="stdin source: sample rate (default 16000)")
+    p.add_argument("--channels", type=int, default=None, help="stdin/mic: channel count (default 1)")
+    p.set_defaults(func=run_command)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.source is not None:
+        if args.source == "mic":
+            changes["source.kind"] = "mic"
+        elif args.source == "-":
+            changes["source.kind"] = "stdin"
+        else:
+            changes["source.kind"] = "file"
+            changes["source.path"] = args.source
+    if args.input_device is not None:
+        changes["source.input_device"] = int(args.input_device) if args.input_device.isdigit() else args.input_device
+    if args.fast:
+        changes["source.realtime"] = False
+    if args.bind is not None:
+        changes["publisher.bind"] = args.bind
+    if args.device_id is not None:
+        changes["device_id"] = args.device_id
+    if args.model is not None:
+        changes["model"] = args.model
+    if args.rate is not None:
+        changes["source.stdin_rate"] = args.rate
+    if args.channels is not None:
+        changes["source.channels"] = args.channels
+    return changes
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    return config.override(config.load(args.config), cli_overrides(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from serd.daemon import Daemon
+    from serd.model import Model, ModelError, resolve_model_path
+    from serd.publisher import Publisher, PublisherError
+    from serd.sources import make_source
+
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"serd: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    logging.getLogger("serd").setLevel(settings.log_level.upper())
+    try:
+        model = Model(resolve_model_path(settings.model))
+    except ModelError as exc:
+        print(f"serd: model error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    source = make_source(settings.source, model.params.sample_rate)
+    try:
+        publisher = Publisher(settings.publisher)
+    except PublisherError as exc:
+        print(f"serd: {exc}", file=sys.stderr)
+        return 1
+    daemon = Daemon(settings, model, source, publisher)
+    if args.config is not None:
+        daemon.reload_hook = lambda: load_settings(args)
+    daemon.install_signal_handlers()
+    _LOGGER.info("serd: model %s (%s), source %s, device %s", model.model_id, model.backend, source.description,
+                 settings.device_id)
+    return daemon.run()
