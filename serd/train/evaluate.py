@@ -46,6 +46,7 @@ def score_model(
     predict_many = model_predict_many(model)
     n_classes = len(model.labels)
     probs, predicted, no_speech = [], [], 0
+    window_probs, window_y = [], []
     for i in indices:
         audio = corpus.audio[i]
         if noise is not None:
@@ -53,6 +54,8 @@ def score_model(
             audio = add_noise(audio, tuple(corpus.speech[i]), kind, snr_db, pool, rng)
         result = analyze_windows(file_windows([audio], model.params, hop_s), model.params, model.labels, predict_many, gate)
         clip_probs = result.probs
+        window_probs.append(result.speech_probs)
+        window_y.extend([corpus.y[i]] * result.speech_probs.shape[0])
         if clip_probs is None:  # no speech window: counts as wrong, honestly
             no_speech += 1
             clip_probs = np.full(n_classes, 1.0 / n_classes, dtype=np.float32)
@@ -66,6 +69,7 @@ def score_model(
         "accuracy": metrics.accuracy(y, predicted_arr),
         "uar": metrics.uar(y, np.where(predicted_arr < 0, (y + 1) % n_classes, predicted_arr), n_classes),
         "ece": metrics.ece(np.stack(probs), y),
+        "window_ece": metrics.ece(np.concatenate(window_probs), np.array(window_y)) if window_y else None,
         "confusion": metrics.confusion(y, np.where(predicted_arr < 0, (y + 1) % n_classes, predicted_arr), n_classes).tolist(),
         "no_speech_clips": no_speech,
         "predicted": predicted,

@@ -199,22 +199,27 @@ def calibrate_and_score(path: Path, corpus: Corpus, split: Split, settings: FitS
 
     model = Model(path)
     temperature = 1.0
+    window_temperature = 1.0
     if split.val:
-        logits, labels = [], []
+        clip_logits, labels = [], []
         params = model.params
         logmel = LogMel(params)
         for i in split.val:
             _, features = gate_windows(file_windows([corpus.audio[i]], params, settings.hop_s), params, model.labels, settings.gate, logmel)
-            logits.extend(model.logits(f) for f in features)
-            labels.extend([corpus.y[i]] * features.shape[0])
-        if logits:
-            temperature = metrics.fit_temperature(np.stack(logits), np.array(labels))
+            clip_logits.append(np.stack([model.logits(f) for f in features]) if features.shape[0] else np.zeros((0, len(model.labels))))
+            labels.append(corpus.y[i])
+        temperature = metrics.fit_clip_temperature(clip_logits, np.array(labels))
+        rows = [c for c in clip_logits if len(c)]
+        if rows:
+            window_y = np.concatenate([[y] * len(c) for c, y in zip(clip_logits, labels) if len(c)]).astype(int)
+            window_temperature = metrics.fit_temperature(np.concatenate(rows), window_y)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     sidecar["temperature"] = round(temperature, 4)
-    scores: dict[str, Any] = {"temperature": round(temperature, 4)}
+    scores: dict[str, Any] = {"temperature": round(temperature, 4), "window_temperature": round(window_temperature, 4)}
     if split.test:
         uncalibrated = score_model(path, corpus, split.test, settings.hop_s, settings.gate, temperature=1.0)
         scores["ece_before"] = uncalibrated["ece"]
+        scores["window_ece_before"] = uncalibrated["window_ece"]
     write_sidecar(path, sidecar)
     if split.test:
         scored = score_model(path, corpus, split.test, settings.hop_s, settings.gate)

@@ -54,3 +54,31 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     best = int(np.argmin(losses))
     fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41)
     return float(fine[int(np.argmin([nll(logits, y_true, t) for t in fine]))])
+
+
+def clip_nll(window_logits: list[np.ndarray], y_true: np.ndarray, temperature: float) -> float:
+    """NLL of clip probabilities = mean of window softmax(logits / T), as analyze and smoothing average."""
+    total = 0.0
+    for logits, y in zip(window_logits, y_true):
+        z = logits / temperature
+        z = z - z.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        total -= np.log(max(float(probs.mean(axis=0)[y]), 1e-12))
+    return total / max(1, len(y_true))
+
+
+def fit_clip_temperature(window_logits: list[np.ndarray], y_true: np.ndarray) -> float:
+    """Temperature minimising clip-level NLL (grid, then refined); 1.0 without data.
+
+    Fitted on clips rather than windows because what people read (analyze's
+    per-file result, the daemon's smoothed confidence) is an average of windows.
+    """
+    pairs = [(w, y) for w, y in zip(window_logits, y_true) if len(w)]
+    if not pairs:
+        return 1.0
+    logits, ys = [p[0] for p in pairs], np.array([p[1] for p in pairs])
+    grid = np.exp(np.linspace(np.log(0.1), np.log(8.0), 121))
+    losses = [clip_nll(logits, ys, t) for t in grid]
+    best = int(np.argmin(losses))
+    fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41)
+    return float(fine[int(np.argmin([clip_nll(logits, ys, t) for t in fine]))])
