@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serd.features import FeatureParams, LogMel, level_dbfs
+from serd.features import FeatureParams, StreamingLogMel, level_dbfs
 from serd.gate import SpeechGate
 from serd.windows import Window, WindowBuffer
 
@@ -90,13 +90,12 @@ def gate_windows(
     params: FeatureParams,
     labels: tuple[str, ...],
     gate: GateSettings = GateSettings(),
-    logmel: LogMel | None = None,
 ) -> tuple[AnalysisResult, np.ndarray]:
     """Level and speech decision per window, and the features of the speech windows.
 
     Split from prediction so that training can batch many clips into one call.
     """
-    logmel = logmel or LogMel(params)
+    logmel = StreamingLogMel(params)  # fresh per recording, like the daemon's per stream
     speech_gate = SpeechGate(gate.threshold_dbfs, gate.hangover)
     result = AnalysisResult(labels)
     speech_features = []
@@ -107,7 +106,7 @@ def gate_windows(
             WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), speech, level)
         )
         if speech:
-            speech_features.append(logmel(window.samples))
+            speech_features.append(logmel.window_features(window.samples, window.start_sample))
     features = np.stack(speech_features) if speech_features else np.zeros((0, *params.shape), dtype=np.float32)
     return result, features
 
@@ -127,9 +126,8 @@ def analyze_windows(
     labels: tuple[str, ...],
     predict_many: PredictMany,
     gate: GateSettings = GateSettings(),
-    logmel: LogMel | None = None,
 ) -> AnalysisResult:
-    result, features = gate_windows(windows, params, labels, gate, logmel)
+    result, features = gate_windows(windows, params, labels, gate)
     if features.shape[0]:
         attach_probs(result, predict_many(features))
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,17 +22,46 @@ class AudioFileError(ValueError):
     """A file that cannot be read as audio; the message is one line for the user."""
 
 
-def _open(path: Path):
+AudioInput = Path | str | BinaryIO
+"""A path, or a seekable binary file object (e.g. `io.BytesIO` of an upload, decoded from memory)."""
+
+IN_MEMORY_NAME = "<in-memory audio>"
+"""How error messages name a file object that has no `name` attribute."""
+
+
+def _is_file_object(source: object) -> bool:
+    return all(hasattr(source, attr) for attr in ("read", "seek", "tell"))
+
+
+def _as_source(source: AudioInput) -> Path | BinaryIO:
+    return source if _is_file_object(source) else Path(source)
+
+
+def _name(source: Path | BinaryIO) -> str:
+    """The file's name in messages: the path, or a file object's `name` attribute."""
+    if isinstance(source, Path):
+        return str(source)
+    return str(getattr(source, "name", None) or IN_MEMORY_NAME)
+
+
+def _open(source: Path | BinaryIO):
     import soundfile
 
-    if not path.exists():
-        raise AudioFileError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioFileError(f"{path}: is a directory, not an audio file")
+    path = _name(source)
+    if isinstance(source, Path):
+        if not source.exists():
+            raise AudioFileError(f"{path}: no such file")
+        if source.is_dir():
+            raise AudioFileError(f"{path}: is a directory, not an audio file")
+        target = str(source)
+    else:
+        target = source  # soundfile decodes file objects through libsndfile's virtual I/O: nothing touches disk
     try:
-        handle = soundfile.SoundFile(str(path))
+        handle = soundfile.SoundFile(target)
     except Exception as exc:  # libsndfile reports every failure as a generic error
         reason = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        if not isinstance(source, Path):  # soundfile names a file object by its repr, an address: say only why
+            reason = getattr(exc, "error_string", None) or reason
         raise AudioFileError(f"{path}: not a readable audio file ({reason.strip()})") from None
     if handle.samplerate <= 0 or not 0 < handle.channels <= MAX_CHANNELS:
         handle.close()
@@ -39,12 +69,16 @@ def _open(path: Path):
     return handle
 
 
-def iter_blocks(path: Path | str, sample_rate: int, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
-    """Yield float32 mono blocks at `sample_rate`; channels are averaged, NaN/inf become 0."""
+def iter_blocks(path: AudioInput, sample_rate: int, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks at `sample_rate`; channels are averaged, NaN/inf become 0.
+
+    `path` may also be a seekable binary file object (decoded from memory, never via a temporary file).
+    """
     import soxr
 
-    path = Path(path)
-    handle = _open(path)
+    source = _as_source(path)
+    path = _name(source)
+    handle = _open(source)
     with handle:
         source_rate = handle.samplerate
         resampler = None
@@ -69,7 +103,7 @@ def iter_blocks(path: Path | str, sample_rate: int, block_s: float = BLOCK_S) ->
                 return
 
 
-def read_audio(path: Path | str, sample_rate: int) -> np.ndarray:
+def read_audio(path: AudioInput, sample_rate: int) -> np.ndarray:
     """The whole file as float32 mono at `sample_rate`."""
     blocks = list(iter_blocks(path, sample_rate))
     if not blocks:
@@ -77,7 +111,7 @@ def read_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     return np.concatenate(blocks)
 
 
-def file_duration_s(path: Path | str) -> float:
+def file_duration_s(path: AudioInput) -> float:
     """Duration from the header, without decoding."""
-    with _open(Path(path)) as handle:
+    with _open(_as_source(path)) as handle:
         return handle.frames / handle.samplerate

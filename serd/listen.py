@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print every message as one JSON line")
     p.add_argument("--count", type=int, default=0, help="exit after this many emotion messages (0: never)")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds (0: never)")
+    p.add_argument("--exit-on-stop", action="store_true", help="exit when a daemon reports it is stopping")
     p.add_argument("--server-key", type=Path, default=None, help="CURVE: the server's public key file")
     p.add_argument("--client-key", type=Path, default=None, help="CURVE: this client's secret key file")
     p.set_defaults(func=listen_command)
@@ -142,6 +143,10 @@ def listen_command(args: argparse.Namespace) -> int:
             else:
                 print(summary_line(message), flush=True)
             if args.count and emotions >= args.count:
+                break
+            if args.exit_on_stop and isinstance(message, StatusMessage) and message.state == "stopping":
+                if live_view:
+                    print("\x1b[H\x1b[J" + render(devices, time.time()), flush=True)
                 break
     except KeyboardInterrupt:
         pass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serd.config import AnalysisSettings
-from serd.features import LogMel, level_dbfs
+from serd.features import StreamingLogMel, level_dbfs
 from serd.gate import SpeechGate
 from serd.smoothing import Smoother
 from serd.windows import Window
@@ -31,7 +31,7 @@ class WindowPipeline:
     def __init__(self, model, settings: AnalysisSettings) -> None:
         self.model = model
         self.params = model.params
-        self.logmel = LogMel(model.params)
+        self.logmel = StreamingLogMel(model.params)
         self.gate = SpeechGate(settings.gate_dbfs, settings.hangover_windows)
         self.smoother = Smoother(settings.smoothing_alpha, settings.smoothing_reset_s)
 
@@ -39,12 +39,13 @@ class WindowPipeline:
         """After a gap in the audio (e.g. the microphone came back)."""
         self.gate.reset()
         self.smoother.reset()
+        self.logmel.reset()
 
     def process(self, window: Window) -> WindowOutcome:
         rate = self.params.sample_rate
         start_s, end_s = window.start_s(rate), window.end_s(rate)
         level = level_dbfs(window.samples)
         speech = self.gate.update(level)
-        probs = self.model.predict(self.logmel(window.samples)) if speech else None
+        probs = self.model.predict(self.logmel.window_features(window.samples, window.start_sample)) if speech else None
         smoothed = self.smoother.update(probs, end_s)
         return WindowOutcome(start_s, end_s, speech, level, probs, smoothed)

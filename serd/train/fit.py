@@ -43,12 +43,12 @@ class FitSettings:
         return d
 
 
-def window_labels(corpus: Corpus, indices, params: FeatureParams, settings: FitSettings, logmel: LogMel):
+def window_labels(corpus: Corpus, indices, params: FeatureParams, settings: FitSettings):
     """Speech-window features of whole clips (as `serd analyze` cuts them) and each clip's gate result."""
     prepared = []
     for i in indices:
         windows = file_windows([corpus.audio[i]], params, settings.hop_s)
-        prepared.append(gate_windows(windows, params, corpus.labels, settings.gate, logmel))
+        prepared.append(gate_windows(windows, params, corpus.labels, settings.gate))
     return prepared
 
 
@@ -100,7 +100,7 @@ def train_split(
         optimizer=keras.optimizers.Adam(learning_rate=schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    val_prepared = window_labels(corpus, split.val, params, settings, logmel)
+    val_prepared = window_labels(corpus, split.val, params, settings)
     y_val = corpus.y[list(split.val)]
 
     def make_epoch(seed: int):
@@ -147,7 +147,7 @@ def train_split(
         "history": history,
     }
     if split.test:
-        test_prepared = window_labels(corpus, split.test, params, settings, logmel)
+        test_prepared = window_labels(corpus, split.test, params, settings)
         result["keras_float"] = keras_clip_scores(model, test_prepared, corpus.y[list(split.test)], n_classes)
     if not export:
         return result
@@ -203,9 +203,8 @@ def calibrate_and_score(path: Path, corpus: Corpus, split: Split, settings: FitS
     if split.val:
         clip_logits, labels = [], []
         params = model.params
-        logmel = LogMel(params)
         for i in split.val:
-            _, features = gate_windows(file_windows([corpus.audio[i]], params, settings.hop_s), params, model.labels, settings.gate, logmel)
+            _, features = gate_windows(file_windows([corpus.audio[i]], params, settings.hop_s), params, model.labels, settings.gate)
             clip_logits.append(np.stack([model.logits(f) for f in features]) if features.shape[0] else np.zeros((0, len(model.labels))))
             labels.append(corpus.y[i])
         temperature = metrics.fit_clip_temperature(clip_logits, np.array(labels))

@@ -1,0 +1,274 @@
+"""serd's speed and memory figures, re-runnable with one command:
+
+    python benchmarks/run.py [--model serd-emotion6-int8] [--clips 240] [--seed-style] > benchmarks/RESULTS.md
+
+Measures, on this machine, pinned to one core (taskset) where possible:
+- per-window time of each stage (ring buffer, level + gate, features, model, encode + send);
+- `analyze` speed as a multiple of real time, over RAVDESS clips;
+- the daemon at real time on the demo recording: CPU % of one core, RSS, latency from
+  the end of a window (its last sample reaching serd) to a subscriber receiving it
+  (p50/p99), and time from start to the first message;
+- with --seed-style: the same clips through a study-style pipeline (librosa load +
+  librosa mel + Keras predict, needs the train extra) for a side-by-side ratio.
+Run it on a quiet machine: other processes on the same cores skew every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ravdess"
+DEMO = ROOT / "examples" / "demo.flac"
+
+
+def pin_to_one_core() -> str:
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        return f"pinned to CPU {min(os.sched_getaffinity(0))}"
+    except (AttributeError, OSError):
+        return "not pinned"
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of one call."""
+    for _ in range(3):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def stage_times(model_path: Path) -> dict[str, float]:
+    import soundfile
+    import zmq
+
+    from serd.config import AnalysisSettings, PublisherSettings
+    from serd.daemon import Daemon  # noqa: F401  (import cost is not measured here)
+    from serd.features import LogMel, level_dbfs
+    from serd.gate import SpeechGate
+    from serd.messages import EmotionMessage, encode
+    from serd.model import Model
+    from serd.windows import WindowBuffer
+
+    model = Model(model_path)
+    params = model.params
+    audio, _ = soundfile.read(DEMO, dtype="float32")
+    hop = int(AnalysisSettings().hop_s * params.sample_rate)
+    window = audio[int(8.0 * params.sample_rate) :][: params.window_samples].copy()
+    logmel = LogMel(params)
+    features = logmel(window)
+    gate = SpeechGate(-55.0, 1)
+    block = audio[:hop]
+
+    def ring():
+        buffer = WindowBuffer(params.window_samples, hop)
+        buffer.push(audio[: params.window_samples + hop * 4])
+
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(PublisherSettings().bind.replace("5556", "5599"))
+    message = EmotionMessage("bench", 0, time.time(), time.time(), 0.0, 2.0, True, -30.0,
+                             dict(zip(model.labels, model.predict(features).tolist())),
+                             dict(zip(model.labels, model.predict(features).tolist())), "happy", 0.5, model.model_id)
+    out = {
+        "ring buffer (per window)": timed(ring, 200) / 5,
+        "level + gate": timed(lambda: gate.update(level_dbfs(window)), 2000),
+        "features (log-mel)": timed(lambda: logmel(window), 500),
+        "model (int8 TFLite)": timed(lambda: model.predict(features), 500),
+        "encode + send": timed(lambda: pub.send_multipart(encode(message)), 2000),
+    }
+    _ = block
+    pub.close()
+    context.term()
+    out["total per window"] = sum(out.values())
+    return out
+
+
+def analyze_speed(model_path: Path, clips: list[Path]) -> dict[str, float]:
+    import soundfile
+
+    from serd.analysis import analyze_file
+    from serd.model import Model
+
+    model = Model(model_path)
+    audio_s = sum(soundfile.info(str(c)).duration for c in clips)
+    analyze_file(clips[0], model, 0.5)
+    t = time.perf_counter()
+    for clip in clips:
+        analyze_file(clip, model, 0.5)
+    elapsed = time.perf_counter() - t
+    return {"clips": len(clips), "audio_s": audio_s, "seconds": elapsed, "x_realtime": audio_s / elapsed,
+            "ms_per_clip": 1000 * elapsed / len(clips)}
+
+
+def seed_style_speed(clips: list[Path]) -> dict[str, float]:
+    """The study's way: librosa.load (resampling to 22.05 kHz), librosa mel, Keras predict per file."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import librosa
+    import soundfile
+
+    from serd.train.networks import build
+
+    t0 = time.perf_counter()
+    import keras  # noqa: F401
+
+    n_frames = 1 + int(3.0 * 22050) // 512
+    model = build("study", (128, n_frames), 6)
+    import_and_build_s = time.perf_counter() - t0
+
+    def one(path: Path) -> None:
+        y, sr = librosa.load(path, sr=22050, duration=3.0)
+        y = np.pad(y, (0, max(0, int(3.0 * sr) - y.shape[0])))
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128), ref=np.max)
+        model.predict(mel[None, :, :n_frames, None], verbose=0)
+
+    one(clips[0])
+    audio_s = sum(soundfile.info(str(c)).duration for c in clips)
+    t = time.perf_counter()
+    for clip in clips:
+        one(clip)
+    elapsed = time.perf_counter() - t
+    return {"clips": len(clips), "audio_s": audio_s, "seconds": elapsed, "x_realtime": audio_s / elapsed,
+            "ms_per_clip": 1000 * elapsed / len(clips), "import_and_build_s": import_and_build_s}
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def daemon_realtime(model_path: Path) -> dict[str, float]:
+    import zmq
+
+    from serd.messages import EmotionMessage, StatusMessage, decode
+
+    tmp = tempfile.mkdtemp(prefix="serd-bench-")
+    endpoint = f"ipc://{tmp}/serd.ipc"
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"serd.")
+    sub.connect(endpoint)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "serd", "run", "--source", str(DEMO), "--bind", endpoint, "--model", str(model_path)]
+    if hasattr(os, "sched_getaffinity"):
+        cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
+    spawned = time.time()
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, cwd=tmp)
+    latencies, first_emotion, running_at = [], None, None
+    cpu_start = wall_start = None
+    rss = []
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while proc.poll() is None or poller.poll(200):
+        if not poller.poll(200):
+            continue
+        received = time.time()
+        message = decode(sub.recv_multipart())
+        if isinstance(message, StatusMessage):
+            if message.state == "running" and running_at is None:
+                running_at = message.time
+                cpu_start, wall_start = proc_cpu_seconds(proc.pid), time.monotonic()
+            if message.state == "stopping":
+                break
+        elif isinstance(message, EmotionMessage):
+            latencies.append(received - message.captured_at)
+            if first_emotion is None:
+                first_emotion = received
+            if proc.poll() is None:
+                rss.append(proc_rss_mb(proc.pid))
+                cpu_end, wall_end = proc_cpu_seconds(proc.pid), time.monotonic()
+    proc.wait(timeout=30)
+    sub.close()
+    context.term()
+    lat = np.array(latencies) * 1000
+    return {
+        "windows": len(latencies),
+        "cpu_percent_of_one_core": 100 * (cpu_end - cpu_start) / (wall_end - wall_start),
+        "rss_mb_max": max(rss),
+        "latency_ms_p50": float(np.percentile(lat, 50)),
+        "latency_ms_p99": float(np.percentile(lat, 99)),
+        "latency_ms_max": float(lat.max()),
+        "start_to_running_s": (running_at - spawned) if running_at else float("nan"),
+        "start_to_first_message_s": first_emotion - spawned,
+        "first_message_after_audio_allows_s": first_emotion - running_at - 2.0 if running_at else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="serd-emotion6-int8")
+    parser.add_argument("--clips", type=int, default=240)
+    parser.add_argument("--seed-style", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from serd.model import resolve_model_path
+
+    model_path = resolve_model_path(args.model)
+    clips = sorted(DATA.glob("Actor_*/*.flac"))[:: max(1, 1440 // args.clips)][: args.clips]
+    daemon = daemon_realtime(model_path)  # before pinning this process: the daemon pins itself
+    pinned = pin_to_one_core()
+    results = {"stages_s": stage_times(model_path), "analyze": analyze_speed(model_path, clips), "daemon": daemon}
+    if args.seed_style:
+        results["seed_style"] = seed_style_speed(clips)
+    results["machine"] = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+                          "python": platform.python_version(), "pinning": pinned,
+                          "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model_path.name)}
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    print(report(results))
+
+
+def report(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"Measured {m['date']} on {m['platform']} ({m['cpu']}), Python {m['python']}, {m['pinning']}, "
+             f"model `{m['model']}`.", "", "| stage | per window |", "|---|---|"]
+    for stage, seconds in r["stages_s"].items():
+        lines.append(f"| {stage} | {seconds * 1000:.3f} ms |")
+    a = r["analyze"]
+    lines += ["", f"`analyze`: {a['clips']} RAVDESS clips ({a['audio_s']:.0f} s of audio) in {a['seconds']:.2f} s: "
+              f"**{a['x_realtime']:.0f}× real time** on one core ({a['ms_per_clip']:.1f} ms per clip, hop 0.5 s)."]
+    if "seed_style" in r:
+        s = r["seed_style"]
+        lines.append(f"Seed-style pipeline (librosa load + mel + Keras predict) on the same clips: "
+                     f"{s['seconds']:.2f} s, {s['x_realtime']:.0f}× real time ({s['ms_per_clip']:.1f} ms per clip; "
+                     f"plus {s['import_and_build_s']:.1f} s to import TensorFlow and build the model). "
+                     f"**serd is {s['seconds'] / a['seconds']:.0f}× faster.**")
+    d = r["daemon"]
+    lines += ["", "Daemon at real time on examples/demo.flac (39 s, 75 windows), pinned to one core:", "",
+              "| figure | value |", "|---|---|",
+              f"| CPU, % of one core | {d['cpu_percent_of_one_core']:.2f} % |",
+              f"| RSS (max) | {d['rss_mb_max']:.1f} MB |",
+              f"| end of window → subscriber, p50 / p99 / max | {d['latency_ms_p50']:.2f} / {d['latency_ms_p99']:.2f} / {d['latency_ms_max']:.2f} ms |",
+              f"| start → `running` (imports, model load, bind) | {d['start_to_running_s']:.2f} s |",
+              f"| first message after the audio allows (2 s window) | {d['first_message_after_audio_allows_s']:.3f} s |"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

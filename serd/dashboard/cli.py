@@ -1,0 +1,108 @@
+"""`serd dashboard`: parse, build the `Dashboard`, serve until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from serd.dashboard.server import (
+    MAX_UPLOAD_BYTES,
+    TOKEN_ENV,
+    Dashboard,
+    DashboardError,
+    DashboardSettings,
+    is_loopback_host,
+    parse_listen,
+)
+from serd.dashboard.state import HISTORY_S, STALE_AFTER_S
+
+_LOGGER = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("dashboard", help="serve a live web page of one or more serd daemons")
+    p.add_argument("--connect", action="append", default=None, metavar="ADDR",
+                   help="serd publisher endpoint (repeatable; default tcp://127.0.0.1:5556)")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where to serve the page (default %(default)s; port 0 picks a free one)")
+    p.add_argument("--token", default=None,
+                   help=f"access token (or env {TOKEN_ENV}); required on a non-loopback address")
+    p.add_argument("--allow-insecure", action="store_true",
+                   help="serve a non-loopback address without a token (anyone who can reach it sees the page)")
+    p.add_argument("--model", default="serd-emotion6-int8",
+                   help="model for the upload panel: name or .tflite path (default %(default)s)")
+    p.add_argument("--server-key", type=Path, default=None, help="CURVE: the publisher's public key file")
+    p.add_argument("--client-key", type=Path, default=None, help="CURVE: this client's secret key file")
+    p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="SECONDS",
+                   help="show a device as stale after this long without a message (default %(default)s)")
+    p.add_argument("--history", type=float, default=HISTORY_S, metavar="SECONDS",
+                   help="seconds of timeline kept per device (default %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / MB, metavar="MB",
+                   help="largest recording accepted by the upload panel (default %(default)s)")
+    p.set_defaults(func=dashboard_command)
+
+
+def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
+    """DashboardSettings from the command line; ValueError naming the flag that is wrong."""
+    host, port = parse_listen(args.listen)
+    for flag, value in (("--stale-after", args.stale_after), ("--history", args.history),
+                        ("--max-upload-mb", args.max_upload_mb)):
+        if not value > 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    return DashboardSettings(
+        connect=tuple(args.connect or ["tcp://127.0.0.1:5556"]),
+        host=host,
+        port=port,
+        token=token or None,
+        allow_insecure=args.allow_insecure,
+        model=args.model,
+        server_key=args.server_key,
+        client_key=args.client_key,
+        stale_after_s=args.stale_after,
+        history_s=args.history,
+        max_upload_bytes=int(args.max_upload_mb * MB),
+    )
+
+
+def dashboard_command(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+        dashboard = Dashboard(settings)
+    except (ValueError, DashboardError) as exc:
+        print(f"serd dashboard: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(*_args) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            dashboard.start()
+        except DashboardError as exc:
+            print(f"serd dashboard: {exc}", file=sys.stderr)
+            return 1
+        _LOGGER.info("serving on %s (subscribed to %s)", dashboard.url, ", ".join(settings.connect))
+        if settings.token:
+            _LOGGER.info("access token required: open %s?token=YOUR_TOKEN once (it becomes a cookie)", dashboard.url)
+        elif not is_loopback_host(settings.host):
+            _LOGGER.warning("no access token: anyone who can reach %s sees the dashboard", dashboard.url)
+        if not dashboard.analyzer.available():
+            _LOGGER.warning("upload panel: model %s not found (%s); give one with --model", settings.model,
+                            dashboard.analyzer.model_path())
+        while not stop.wait(0.5):  # a timed wait, so that signal handlers run promptly
+            pass
+        _LOGGER.info("stopping")
+    finally:
+        dashboard.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
