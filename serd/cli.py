@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import faulthandler
+
+    # A hard crash or a watchdog abort leaves every thread's stack in the journal.
+    faulthandler.enable()
     args = build_parser().parse_args(argv)
     # Under systemd the journal adds timestamps; on a terminal they are noise.
     logging.basicConfig(

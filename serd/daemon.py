@@ -154,6 +154,8 @@ class Daemon:
                 self._finish()
                 return self.exit_code
             self._lost(str(exc))
+            # Started, though without audio: tell systemd so it neither times out nor restarts us.
+            self._send_ready()
         self._last_block = time.monotonic()
         heartbeat = self.settings.publisher.status_interval_s
         next_status = time.monotonic() + heartbeat
@@ -188,15 +190,18 @@ class Daemon:
         self._last_block = now
         if self.state != "running":
             self._set_state("running")
-            if not self._ready_sent:
-                self.notifier.ready(f"running: {self.source.description}")
-                self._ready_sent = True
+            self._send_ready()
         samples = self.source.to_model_rate(block.samples)
         for window in self.buffer.push(samples):
             outcome = self.pipeline.process(window)
             self.counters.windows += 1
             if self.publisher.send(self.emotion_message(outcome, block.captured_at)):
                 self.counters.published += 1
+
+    def _send_ready(self) -> None:
+        if not self._ready_sent:
+            self.notifier.ready(f"{self.state}: {self.source.description}")
+            self._ready_sent = True
 
     def _on_end(self, end: EndOfStream) -> None:
         if end.reason.startswith("end of"):
