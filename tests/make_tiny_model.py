@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `serd` importable from the checkout
+if __name__ == "__main__":  # run as a script: make `serd` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serd.features import FeatureParams  # noqa: E402
@@ -75,6 +75,8 @@ def make_tiny_models(out_dir: Path, kinds: tuple[str, ...] = KINDS) -> dict[str,
     if unknown:
         raise ValueError(f"unknown model kind(s) {sorted(unknown)}; expected some of {KINDS}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
     from serd.train.export import save_model, to_tflite
 
     params = FeatureParams()
@@ -82,6 +84,9 @@ def make_tiny_models(out_dir: Path, kinds: tuple[str, ...] = KINDS) -> dict[str,
     out_dir = Path(out_dir)
     paths = {}
     for kind in kinds:
+        # Fresh Keras name counters: the exported graph's tensor names (and so its bytes)
+        # then do not depend on which variants were built before in this process.
+        keras.backend.clear_session()
         representative = _representative(params) if kind == "int8" else None
         tflite_bytes = to_tflite(model, NETWORK, params, len(EMOTION6), representative)
         paths[kind] = save_model(

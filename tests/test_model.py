@@ -112,6 +112,28 @@ def test_int8_agrees_with_float(tiny_model_int8, tiny_model_float):
         np.testing.assert_allclose(int8.predict(features), float_.predict(features), rtol=0, atol=INT8_FLOAT_TOLERANCE)
 
 
+def test_logits_follow_the_tflite_quantisation_spec(tiny_model):
+    """Against the bare interpreter: real = (q - zero_point) * scale, q = round(real / scale) + zero_point."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = Model(tiny_model, backend="ai-edge-litert")
+    interpreter = Interpreter(model_path=str(tiny_model))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    for features in features_for(model.params):
+        x = features[None, :, :, None]
+        if model.is_int8:
+            scale, zero_point = inp["quantization"]
+            x = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        if model.is_int8:
+            scale, zero_point = out["quantization"]
+            y = (y.astype(np.float32) - zero_point) * scale
+        np.testing.assert_allclose(model.logits(features), y, rtol=1e-6, atol=0)
+
+
 def test_predict_is_softmax_of_logits_over_temperature(tiny_model, tmp_path):
     path = copy_model(tiny_model, tmp_path)
     edit_sidecar(path, lambda s: s.update(temperature=2.5))  # the SHA covers the .tflite only

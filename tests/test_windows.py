@@ -29,6 +29,11 @@ def signal() -> np.ndarray:
     return np.random.default_rng(0).standard_normal(N_SAMPLES).astype(np.float32)
 
 
+def enough_of(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """About 60 windows' worth (and a ragged tail): thousands of 5-sample windows prove nothing more."""
+    return signal[: window + 60 * hop + 123]
+
+
 def blocks_of(signal: np.ndarray, size: int | None) -> list[np.ndarray]:
     if size is None:
         return [signal]
@@ -46,6 +51,7 @@ def expected_starts(n: int, window: int, hop: int) -> list[int]:
 @pytest.mark.parametrize("window, hop", WINDOW_HOPS)
 @pytest.mark.parametrize("block_size", BLOCK_SIZES)
 def test_windows_are_the_slices_of_the_signal(signal, window, hop, block_size):
+    signal = enough_of(signal, window, hop)
     windows = push_all(WindowBuffer(window, hop), blocks_of(signal, block_size))
     starts = expected_starts(signal.shape[0], window, hop)
     assert [w.start_sample for w in windows] == starts
@@ -56,6 +62,7 @@ def test_windows_are_the_slices_of_the_signal(signal, window, hop, block_size):
 
 @pytest.mark.parametrize("window, hop", WINDOW_HOPS)
 def test_block_size_does_not_change_the_windows(signal, window, hop):
+    signal = enough_of(signal, window, hop)
     reference = push_all(WindowBuffer(window, hop), [signal])
     for block_size in BLOCK_SIZES[:-1]:
         windows = push_all(WindowBuffer(window, hop), blocks_of(signal, block_size))
@@ -65,7 +72,7 @@ def test_block_size_does_not_change_the_windows(signal, window, hop):
             assert np.array_equal(a.samples, b.samples)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     window=st.integers(1, 600),
     hop=st.integers(1, 700),
