@@ -29,7 +29,14 @@ class MessageError(ValueError):
 
 
 def _round_probs(probs: dict[str, float] | None) -> dict[str, float] | None:
-    return None if probs is None else {k: round(float(v), 5) for k, v in probs.items()}
+    # A broken model can emit NaN; JSON cannot carry it, and a message must never fail to encode.
+    if probs is None or not all(math.isfinite(float(v)) for v in probs.values()):
+        return None
+    return {k: round(float(v), 5) for k, v in probs.items()}
+
+
+def _finite(value: float, default: float = 0.0) -> float:
+    return float(value) if math.isfinite(float(value)) else default
 
 
 @dataclass
@@ -71,7 +78,9 @@ class EmotionMessage:
         d["level_dbfs"] = round(self.level_dbfs, 2) if math.isfinite(self.level_dbfs) else -120.0
         d["probs"] = _round_probs(self.probs)
         d["smoothed"] = _round_probs(self.smoothed)
-        d["confidence"] = None if self.confidence is None else round(float(self.confidence), 5)
+        d["confidence"] = None if self.confidence is None or d["smoothed"] is None else round(float(self.confidence), 5)
+        if d["smoothed"] is None:
+            d["label"] = None
         return {"schema": d.pop("schema"), **d}
 
 
@@ -111,9 +120,9 @@ class StatusMessage:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["time"] = round(self.time, 6)
-        d["uptime_s"] = round(self.uptime_s, 3)
-        d["cpu_percent"] = round(self.cpu_percent, 2)
-        d["rss_mb"] = round(self.rss_mb, 2)
+        d["uptime_s"] = round(_finite(self.uptime_s), 3)
+        d["cpu_percent"] = round(_finite(self.cpu_percent), 2)
+        d["rss_mb"] = round(_finite(self.rss_mb), 2)
         if not d["extra"]:
             d.pop("extra")
         return {"schema": d.pop("schema"), **d}

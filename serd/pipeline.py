@@ -34,6 +34,7 @@ class WindowPipeline:
         self.logmel = StreamingLogMel(model.params)
         self.gate = SpeechGate(settings.gate_dbfs, settings.hangover_windows)
         self.smoother = Smoother(settings.smoothing_alpha, settings.smoothing_reset_s)
+        self.invalid_outputs = 0
 
     def reset(self) -> None:
         """After a gap in the audio (e.g. the microphone came back)."""
@@ -47,5 +48,8 @@ class WindowPipeline:
         level = level_dbfs(window.samples)
         speech = self.gate.update(level)
         probs = self.model.predict(self.logmel.window_features(window.samples, window.start_sample)) if speech else None
+        if probs is not None and not np.isfinite(probs).all():
+            self.invalid_outputs += 1  # a broken model must not poison the moving average
+            probs = None
         smoothed = self.smoother.update(probs, end_s)
         return WindowOutcome(start_s, end_s, speech, level, probs, smoothed)
