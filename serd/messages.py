@@ -39,8 +39,19 @@ def _finite(value: float, default: float = 0.0) -> float:
     return float(value) if math.isfinite(float(value)) else default
 
 
+class _Topical:
+    """The topic of a message: its kind's prefix plus the device name."""
+
+    PREFIX: ClassVar[str]
+    device: str
+
+    @property
+    def topic(self) -> str:
+        return self.PREFIX + self.device
+
+
 @dataclass
-class EmotionMessage:
+class EmotionMessage(_Topical):
     """The result for one window."""
 
     device: str
@@ -65,10 +76,6 @@ class EmotionMessage:
     schema: str = EMOTION_SCHEMA
     PREFIX: ClassVar[str] = EMOTION_PREFIX
 
-    @property
-    def topic(self) -> str:
-        return self.PREFIX + self.device
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["time"] = round(self.time, 6)
@@ -85,7 +92,7 @@ class EmotionMessage:
 
 
 @dataclass
-class StatusMessage:
+class StatusMessage(_Topical):
     """Heartbeat and state changes of one daemon."""
 
     device: str
@@ -112,10 +119,6 @@ class StatusMessage:
     schema: str = STATUS_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
     PREFIX: ClassVar[str] = STATUS_PREFIX
-
-    @property
-    def topic(self) -> str:
-        return self.PREFIX + self.device
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
