@@ -12,6 +12,7 @@ from pathlib import Path
 
 from serd.dashboard.server import (
     MAX_UPLOAD_BYTES,
+    MB,
     TOKEN_ENV,
     Dashboard,
     DashboardError,
@@ -22,7 +23,6 @@ from serd.dashboard.server import (
 from serd.dashboard.state import HISTORY_S, STALE_AFTER_S
 
 _LOGGER = logging.getLogger(__name__)
-MB = 1024 * 1024
 
 
 def add_parser(subparsers) -> None:

@@ -58,9 +58,11 @@ TOKEN_ENV = "SERD_DASHBOARD_TOKEN"
 TOKEN_COOKIE = "serd_dashboard_token"
 FILENAME_HEADER = "X-Filename"
 UPLOAD_EXTENSIONS = (".wav", ".flac", ".ogg")
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_UPLOAD_DURATION_S = 15 * 60.0
-"""Longer recordings are refused: on a Pi each minute costs seconds of CPU that the live view shares."""
+MB = 1024 * 1024
+MAX_UPLOAD_BYTES = 20 * MB
+MAX_UPLOAD_DURATION_S = 5 * 60.0
+"""Longer recordings are refused: `analyze_file` holds every window in memory (about 15 MB per minute at
+16 kHz and a 0.5 s hop) and on a Pi each minute costs seconds of CPU that the live view shares."""
 DRAIN_LIMIT_BYTES = 256 * 1024 * 1024
 """An oversized body up to this size is read and discarded so that the browser sees the 413 answer
 (a server that closes mid-upload looks like a network failure); beyond it the connection is dropped."""
@@ -323,9 +325,10 @@ class _Server6(_Server):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
-    server_version = "serd-dashboard"
-    sys_version = ""
     timeout = SOCKET_TIMEOUT_S
+
+    def version_string(self) -> str:
+        return "serd-dashboard"
 
     @property
     def dashboard(self) -> "Dashboard":
@@ -464,7 +467,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._drain(length)
             raise UploadError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"file too large ({length / 1e6:.1f} MB); the limit is {limit / 1e6:.0f} MB",
+                f"file too large ({length / MB:.1f} MB); the limit is {limit / MB:g} MB",
             )
         data = self.rfile.read(length)
         if len(data) != length:

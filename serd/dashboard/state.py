@@ -252,3 +252,9 @@ class DashboardState:
     def client_count(self) -> int:
         with self._lock:
             return len(self._subscriptions)
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped so far for the connected clients that fell behind."""
+        with self._lock:
+            return sum(s.dropped for s in self._subscriptions)
