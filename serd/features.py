@@ -5,11 +5,15 @@ numba). `tests/test_features.py` checks it against librosa on real clips.
 
 A window of `window_s` seconds becomes a `(n_mels, n_frames)` float32 array:
 power STFT (Hann, no centring, so a window's frames are exactly the frames of the
-longer signal it was cut from) -> Slaney mel filterbank -> dB with a floor ->
-per-window standardisation. The floor and the per-window standardisation are
-there on purpose: RAVDESS actors differ in recording level (~16 dB) and in how
-much exact digital silence their clips hold, and a model fed absolute levels
-learns the actor instead of the emotion.
+longer signal it was cut from) -> Slaney mel filterbank -> dB, clamped at
+`top_db` below the window's loudest cell -> per-window standardisation.
+
+The clamp is relative and the floor `amin` is far below any real signal, so
+the features do not depend on the recording level at all (a quiet speaker far
+from the microphone looks like a loud one near it), and exact digital silence
+(a RAVDESS artefact: 0-17 % of a clip, depending on the actor) and a quiet
+room both sit at the same clamp. Per-window standardisation removes the rest of
+the level. A model fed absolute levels learns the actor instead of the emotion.
 """
 
 from __future__ import annotations
@@ -44,10 +48,10 @@ class FeatureParams:
     """Lowest mel edge in Hz: below it is mostly hum and handling noise."""
     fmax: float = 8000.0
     """Highest mel edge in Hz (Nyquist at 16 kHz)."""
-    amin: float = 1e-6
-    """Power floor before the log (-60 dB): hides digital silence vs. quiet room noise."""
-    top_db: float = 80.0
-    """Values more than this below the window's maximum are clamped (librosa's top_db)."""
+    amin: float = 1e-14
+    """Power floor before the log (-140 dB): only keeps log10 finite; the relative clamp does the work."""
+    top_db: float = 60.0
+    """Values more than this below the window's loudest cell are clamped (librosa's top_db)."""
 
     @property
     def window_samples(self) -> int:

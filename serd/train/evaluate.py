@@ -16,7 +16,12 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def add_noise(audio: np.ndarray, bounds: tuple[int, int], kind: str, snr_db: float, pool, rng) -> np.ndarray:
-    """Noise at `snr_db` relative to the speech part of the clip (not its silences)."""
+    """Noise at `snr_db` relative to the speech part of the clip (not its silences).
+
+    kind "gain" instead scales the clip by `snr_db` dB (a distant or quiet speaker).
+    """
+    if kind == "gain":
+        return (audio * 10.0 ** (snr_db / 20.0)).astype(np.float32)
     n = audio.shape[0]
     noise = pink_noise(n, rng) if kind == "pink" else babble(pool, n, rng)
     speech_rms = rms(audio[bounds[0] : bounds[1]])

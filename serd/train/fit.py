@@ -232,4 +232,8 @@ def calibrate_and_score(path: Path, corpus: Corpus, split: Split, settings: FitS
                         path, corpus, split.test, settings.hop_s, settings.gate, noise=(kind, snr, pool), seed=settings.seed
                     )
                     scores["noisy"][f"{kind}_{snr}dB"] = {k: noisy[k] for k in ("accuracy", "uar")}
+            # 20 dB quieter (speaker far from the microphone), with the gate lowered to match.
+            quiet_gate = GateSettings(settings.gate.threshold_dbfs - 20.0, settings.gate.hangover)
+            quiet = score_model(path, corpus, split.test, settings.hop_s, quiet_gate, noise=("gain", -20.0, pool))
+            scores["noisy"]["quiet_-20dB"] = {k: quiet[k] for k in ("accuracy", "uar")}
     return scores

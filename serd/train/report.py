@@ -67,12 +67,13 @@ def confusion_table(results: dict, kind: str, labels=EMOTION6) -> str:
 
 
 def noise_table(results: dict) -> str:
-    conditions = ["pink_20dB", "pink_10dB", "pink_5dB", "babble_20dB", "babble_10dB", "babble_5dB"]
+    conditions = ["pink_20dB", "pink_10dB", "pink_5dB", "babble_20dB", "babble_10dB", "babble_5dB", "quiet_-20dB"]
     lines = ["| condition | UAR (mean ± std over folds) | accuracy |", "|---|---|---|",
              f"| clean | {mean_std(scores(results, 'int8', 'uar'))} | {mean_std(scores(results, 'int8', 'accuracy'))} |"]
     for c in conditions:
-        uars = [r["int8"]["noisy"][c]["uar"] for r in results.values() if "noisy" in r.get("int8", {})]
-        accs = [r["int8"]["noisy"][c]["accuracy"] for r in results.values() if "noisy" in r.get("int8", {})]
+        noisy = [r["int8"]["noisy"] for r in results.values() if c in r.get("int8", {}).get("noisy", {})]
+        uars = [n[c]["uar"] for n in noisy]
+        accs = [n[c]["accuracy"] for n in noisy]
         lines.append(f"| {c.replace('_', ' ')} | {mean_std(uars)} | {mean_std(accs)} |")
     return "\n".join(lines)
 
