@@ -7,7 +7,7 @@ upload panel. The daemon runs the very same steps one window at a time
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,26 +57,32 @@ class AnalysisResult:
         return None if probs is None else self.labels[int(np.argmax(probs))]
 
 
-def file_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_s: float) -> list[Window]:
-    """Windows of a recording, exactly as the daemon's ring buffer cuts them.
+def iter_file_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_s: float) -> Iterator[Window]:
+    """Windows of a recording, exactly as the daemon's ring buffer cuts them, as they complete.
 
     A recording shorter than one window is zero-padded to one window, so that
     short files still get an answer.
     """
     buffer = WindowBuffer(params.window_samples, hop_samples(params, hop_s))
-    windows: list[Window] = []
     head: list[np.ndarray] = []
+    any_window = False
     for block in blocks:
         if buffer.received < params.window_samples:
             head.append(block)
-        windows.extend(buffer.push(block))
-    if not windows and head:
+        for window in buffer.push(block):
+            any_window = True
+            yield window
+    if not any_window and head:
         samples = np.concatenate(head)
         if samples.size:
             padded = np.zeros(params.window_samples, dtype=np.float32)
             padded[: samples.size] = samples
-            windows.append(Window(0, padded))
-    return windows
+            yield Window(0, padded)
+
+
+def file_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_s: float) -> list[Window]:
+    """All windows of a recording (see `iter_file_windows`)."""
+    return list(iter_file_windows(blocks, params, hop_s))
 
 
 def hop_samples(params: FeatureParams, hop_s: float) -> int:
@@ -85,8 +91,22 @@ def hop_samples(params: FeatureParams, hop_s: float) -> int:
     return max(1, int(round(hop_s * params.sample_rate)))
 
 
+def gated(
+    windows: Iterable[Window], params: FeatureParams, gate: GateSettings = GateSettings()
+) -> Iterator[tuple[WindowResult, np.ndarray | None]]:
+    """Per window: its result so far (level, speech decision) and its features if it is speech."""
+    logmel = StreamingLogMel(params)  # fresh per recording, like the daemon's per stream
+    speech_gate = SpeechGate(gate.threshold_dbfs, gate.hangover)
+    for window in windows:
+        level = level_dbfs(window.samples)
+        speech = speech_gate.update(level)
+        result = WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), speech, level)
+        features = logmel.window_features(window.samples, window.start_sample) if speech else None
+        yield result, features
+
+
 def gate_windows(
-    windows: list[Window],
+    windows: Iterable[Window],
     params: FeatureParams,
     labels: tuple[str, ...],
     gate: GateSettings = GateSettings(),
@@ -95,20 +115,14 @@ def gate_windows(
 
     Split from prediction so that training can batch many clips into one call.
     """
-    logmel = StreamingLogMel(params)  # fresh per recording, like the daemon's per stream
-    speech_gate = SpeechGate(gate.threshold_dbfs, gate.hangover)
     result = AnalysisResult(labels)
     speech_features = []
-    for window in windows:
-        level = level_dbfs(window.samples)
-        speech = speech_gate.update(level)
-        result.windows.append(
-            WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), speech, level)
-        )
-        if speech:
-            speech_features.append(logmel.window_features(window.samples, window.start_sample))
-    features = np.stack(speech_features) if speech_features else np.zeros((0, *params.shape), dtype=np.float32)
-    return result, features
+    for window_result, features in gated(windows, params, gate):
+        result.windows.append(window_result)
+        if features is not None:
+            speech_features.append(features)
+    stacked = np.stack(speech_features) if speech_features else np.zeros((0, *params.shape), dtype=np.float32)
+    return result, stacked
 
 
 def attach_probs(result: AnalysisResult, probs: np.ndarray) -> AnalysisResult:
@@ -147,8 +161,15 @@ def analyze_file(path, model, hop_s: float, gate: GateSettings = GateSettings())
     from serd.audiofile import iter_blocks
 
     params = model.params
-    windows = file_windows(iter_blocks(path, params.sample_rate), params, hop_s)
-    return analyze_windows(windows, params, model.labels, model_predict_many(model), gate)
+    # Streamed: only the per-window results are kept, never the audio of a long file.
+    result = AnalysisResult(model.labels)
+    windows = iter_file_windows(iter_blocks(path, params.sample_rate), params, hop_s)
+    for window_result, features in gated(windows, params, gate):
+        if features is not None:
+            probs = model.predict(features)
+            window_result.probs = probs if np.isfinite(probs).all() else None  # as the daemon does
+        result.windows.append(window_result)
+    return result
 
 
 def result_to_json(result: AnalysisResult, name: str) -> dict:

@@ -204,7 +204,7 @@ class Daemon:
             self._ready_sent = True
 
     def _on_end(self, end: EndOfStream) -> None:
-        if end.reason.startswith("end of"):
+        if not end.failed:  # not the wording: an unreadable "end of take.wav" is a failure
             _LOGGER.info("%s", end.reason)
         else:
             _LOGGER.error("%s", end.reason)

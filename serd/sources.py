@@ -48,6 +48,8 @@ class AudioBlock:
 @dataclass(frozen=True)
 class EndOfStream:
     reason: str = "end of input"
+    failed: bool = False
+    """The stream broke (unreadable file, stdin error) rather than ended; the daemon exits 1."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class FileSource:
                     if not blocks.put(AudioBlock(piece[:, None], time.time()), self._stop):
                         return
         except AudioFileError as exc:
-            blocks.put(EndOfStream(str(exc)), self._stop)
+            blocks.put(EndOfStream(str(exc), failed=True), self._stop)
             return
         blocks.put(EndOfStream(f"end of {self.path}"), self._stop)
 
@@ -185,7 +187,7 @@ class StdinSource:
             try:
                 chunk = stream.read(want)  # a pipe read returns `want` bytes, or fewer at the end
             except (OSError, ValueError) as exc:
-                blocks.put(EndOfStream(f"stdin closed ({exc})"), self._stop)
+                blocks.put(EndOfStream(f"stdin closed ({exc})", failed=True), self._stop)
                 return
             if not chunk:
                 break

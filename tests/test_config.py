@@ -1,0 +1,303 @@
+"""Settings: the shipped config.yaml documents the defaults; bad configs are refused at the door.
+
+The unit tests call `serd.config` directly; the refusal tests run `serd run` as a subprocess
+and check the promise to the user: exit code 78 (EX_CONFIG, which systemd is told not to
+restart on), one line on stderr naming the key path, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers_daemon import REPO_ROOT, assert_no_traceback, free_tcp_port, run_serd, serd_lines, short_tmpdir
+from serd import config
+from serd.config import EX_CONFIG, ConfigError, Settings
+
+CONFIG_YAML = REPO_ROOT / "config.yaml"
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+# -- the shipped file is the documentation of the defaults ----------------------------------------
+
+def test_shipped_config_yaml_holds_exactly_the_defaults():
+    shipped = yaml.safe_load(CONFIG_YAML.read_text(encoding="utf-8"))
+    assert flatten(shipped) == flatten(dataclasses.asdict(Settings()))  # every key, every default
+    assert config.load(CONFIG_YAML) == Settings() == config.from_dict({}) == config.load(None)
+
+
+def test_every_key_in_config_yaml_has_a_comment_above_it():
+    lines = CONFIG_YAML.read_text(encoding="utf-8").splitlines()
+    key_line = re.compile(r"^(\s*)([A-Za-z_]+):(.*)$")
+    undocumented = []
+    for number, line in enumerate(lines):
+        match = key_line.match(line)
+        if not match or not match.group(3).strip():  # section headers (`source:`) hold the documented keys
+            continue
+        above = lines[number - 1].strip() if number else ""
+        if not above.startswith("#") or len(above.lstrip("# ")) < 3:
+            undocumented.append(f"line {number + 1}: {line.strip()}")
+    assert not undocumented, "keys without a comment line right above them:\n" + "\n".join(undocumented)
+
+
+def test_every_setting_has_a_docstring_in_the_code():
+    """STYLE.md item 1: one docstring per field (read from the source, as a reader sees it)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(config))
+    missing = []
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and node.name.endswith("Settings")):
+            continue
+        body = node.body
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                field_type = ast.unparse(stmt.annotation)
+                if field_type.endswith("Settings"):
+                    continue  # a nested section, documented field by field
+                doc = body[i + 1] if i + 1 < len(body) else None
+                if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+                    missing.append(f"{node.name}.{stmt.target.id}")
+    assert not missing, missing
+
+
+# -- from_dict / override ------------------------------------------------------------------------
+
+def test_from_dict_builds_typed_frozen_settings():
+    s = config.from_dict({"device_id": "kitchen", "analysis": {"hop_s": 1, "gate_dbfs": -50},
+                          "source": {"kind": "file", "path": "a.wav", "input_device": 2}})
+    assert s.device_id == "kitchen"
+    assert s.analysis.hop_s == 1.0 and isinstance(s.analysis.hop_s, float)  # an int is a fine number
+    assert s.analysis.gate_dbfs == -50.0
+    assert s.source.input_device == 2 and s.source.path == "a.wav"
+    assert s.publisher == Settings().publisher  # untouched sections keep their defaults
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.device_id = "other"  # type: ignore[misc]
+
+
+def test_override_applies_dotted_keys_and_validates_again():
+    base = Settings()
+    changed = config.override(base, {"analysis.hop_s": 0.25, "publisher.bind": "ipc:///tmp/x.ipc", "device_id": "d1"})
+    assert (changed.analysis.hop_s, changed.publisher.bind, changed.device_id) == (0.25, "ipc:///tmp/x.ipc", "d1")
+    assert changed.analysis.gate_dbfs == base.analysis.gate_dbfs
+    assert base.analysis.hop_s == 0.5  # the original is untouched
+    with pytest.raises(ConfigError, match=r"^analysis\.hop_s: "):
+        config.override(base, {"analysis.hop_s": 0.0})
+    with pytest.raises(ConfigError, match=r"^publisher\.bind: "):
+        config.override(base, {"publisher.bind": "tcp://192.0.2.1:5556"})
+
+
+@pytest.mark.parametrize(
+    "data, key, expected",
+    [
+        ({"analysis": {"hopp": 0.5}}, "analysis.hopp", "unknown key"),
+        ({"colour": "blue"}, "colour", "unknown key"),
+        ({"analysis": {"hop_s": "fast"}}, "analysis.hop_s", "expected a number"),
+        ({"analysis": {"hop_s": True}}, "analysis.hop_s", "expected a number"),  # YAML `yes` is not 1
+        ({"analysis": {"hop_s": float("nan")}}, "analysis.hop_s", "finite"),
+        ({"analysis": {"smoothing_alpha": 2}}, "analysis.smoothing_alpha", "(0, 1]"),
+        ({"analysis": {"smoothing_alpha": 0}}, "analysis.smoothing_alpha", "(0, 1]"),
+        ({"analysis": {"hangover_windows": 1.5}}, "analysis.hangover_windows", "integer"),
+        ({"analysis": "loud"}, "analysis", "mapping"),
+        ({"source": {"kind": "radio"}}, "source.kind", "mic, file or stdin"),
+        ({"source": {"kind": "file"}}, "source.path", "audio file"),
+        ({"source": {"channels": 0}}, "source.channels", "1..32"),
+        ({"publisher": {"bind": "udp://127.0.0.1:1"}}, "publisher.bind", "tcp:// or ipc://"),
+        ({"publisher": {"bind": "tcp://127.0.0.1:99999"}}, "publisher.bind", "port"),
+        ({"publisher": {"status_interval_s": 0.01}}, "publisher.status_interval_s", "0.2..3600"),
+        ({"publisher": {"curve": {"enabled": True}}}, "publisher.curve.server_secret_key", "serd keys"),
+        ({"device_id": "has space"}, "device_id", "letters"),
+        ({"log_level": "loud"}, "log_level", "debug, info"),
+    ],
+)
+def test_bad_values_name_their_key_path(data, key, expected):
+    with pytest.raises(ConfigError) as caught:
+        config.from_dict(data)
+    message = str(caught.value)
+    assert message.startswith(f"{key}: ") and expected in message, message
+    assert "\n" not in message
+
+
+def test_top_level_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="top level"):
+        config.from_dict(["a", "list"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:5556", "tcp://127.8.9.1:5556", "tcp://localhost:5556",
+                                      "tcp://[::1]:5556", "ipc:///run/serd/pub.ipc"])
+def test_loopback_endpoints_need_no_permission(endpoint):
+    assert config.is_loopback_endpoint(endpoint)
+    assert config.from_dict({"publisher": {"bind": endpoint}}).publisher.bind == endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://eth0:5556",
+                                      "tcp://192.168.1.20:5556", "tcp://[::]:5556"])
+def test_network_bind_needs_curve_or_allow_insecure(endpoint):
+    assert not config.is_loopback_endpoint(endpoint)
+    with pytest.raises(ConfigError) as caught:
+        config.from_dict({"publisher": {"bind": endpoint}})
+    assert str(caught.value).startswith("publisher.bind: ") and "allow_insecure" in str(caught.value)
+    accepted = config.from_dict({"publisher": {"bind": endpoint, "allow_insecure": True}})
+    assert accepted.publisher.bind == endpoint
+    curve = config.from_dict({"publisher": {"bind": endpoint, "curve": {
+        "enabled": True, "server_secret_key": "k/server.key_secret", "authorized_clients": "k/authorized"}}})
+    assert curve.publisher.curve.enabled
+
+
+def test_load_reports_the_file_and_yaml_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("analysis:\n  hop_s: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line \d+"):
+        config.load(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "missing.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set\n", encoding="utf-8")
+    assert config.load(empty) == Settings()
+
+
+# -- `serd run` refuses bad configs: exit 78, one line, the key named --------------------------------
+
+@pytest.fixture
+def workdir():
+    with short_tmpdir() as path:
+        yield path
+
+
+def refused(args: list, cwd: Path) -> str:
+    """Run `serd run ARGS`; it must refuse with EX_CONFIG and exactly one stderr line, which is returned."""
+    done = run_serd(["run", *args], cwd=cwd, timeout=60)
+    assert_no_traceback(done.stderr)
+    assert done.returncode == EX_CONFIG, (done.returncode, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "yaml_text, key",
+    [
+        ("analysis:\n  hopp: 0.5\n", "analysis.hopp"),
+        ('analysis:\n  hop_s: "fast"\n', "analysis.hop_s"),
+        ("analysis:\n  smoothing_alpha: 2\n", "analysis.smoothing_alpha"),
+        ("publisher:\n  bind: tcp://0.0.0.0:5556\n", "publisher.bind"),
+    ],
+    ids=["unknown-key", "wrong-type", "out-of-range", "network-bind"],
+)
+def test_run_refuses_a_bad_config_file(workdir, yaml_text, key):
+    path = workdir / "serd.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    line = refused(["--config", path, "--source", "-"], workdir)
+    assert line.startswith("serd: config error: ") and f"{key}: " in line and "serd.yaml" in line, line
+
+
+def test_run_refuses_invalid_yaml(workdir):
+    path = workdir / "serd.yaml"
+    path.write_text("analysis:\n  hop_s: 0.5\n   gate_dbfs: -40\n", encoding="utf-8")
+    line = refused(["--config", path], workdir)
+    assert "serd.yaml" in line and "not valid YAML at line" in line, line
+
+
+def test_run_refuses_a_missing_config_file(workdir):
+    line = refused(["--config", workdir / "nowhere.yaml"], workdir)
+    assert "nowhere.yaml" in line and "not found" in line, line
+
+
+def test_run_refuses_a_network_bind_from_the_command_line(workdir):
+    line = refused(["--source", "-", "--bind", "tcp://0.0.0.0:5556"], workdir)
+    assert "publisher.bind: " in line and "allow_insecure" in line, line
+
+
+def test_command_line_values_are_validated_too(workdir):
+    line = refused(["--source", "-", "--rate", "100"], workdir)
+    assert "source.stdin_rate: " in line, line
+    line = refused(["--source", "-", "--device-id", "no spaces please"], workdir)
+    assert "device_id: " in line, line
+
+
+# -- the model is checked at start: exit 78, one line ----------------------------------------------
+
+@pytest.fixture
+def model_copy(tiny_model_int8, workdir) -> Path:
+    target = workdir / "m.tflite"
+    shutil.copyfile(tiny_model_int8, target)
+    shutil.copyfile(tiny_model_int8.with_suffix(".json"), target.with_suffix(".json"))
+    return target
+
+
+def model_refused(model: Path, cwd: Path) -> str:
+    bind = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = run_serd(["run", "--source", "-", "--bind", bind, "--model", model], cwd=cwd, timeout=60)
+    assert_no_traceback(done.stderr)
+    assert done.returncode == EX_CONFIG, (done.returncode, done.stderr)
+    lines = serd_lines(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("serd: model error: "), done.stderr
+    return lines[0]
+
+
+def test_missing_model_is_refused(workdir):
+    line = model_refused(workdir / "absent.tflite", workdir)
+    assert "absent.tflite" in line and "not found" in line, line
+
+
+def test_missing_sidecar_is_refused(model_copy, workdir):
+    model_copy.with_suffix(".json").unlink()
+    line = model_refused(model_copy, workdir)
+    assert "m.json" in line and "sidecar" in line, line
+
+
+def test_corrupt_model_is_refused(model_copy, workdir):
+    """Garbage bytes whose sidecar hash matches: the interpreter itself must refuse them, cleanly."""
+    from serd.model import sha256_of
+
+    model_copy.write_bytes(bytes(range(256)) * 64)
+    sidecar_path = model_copy.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["sha256"] = sha256_of(model_copy)
+    sidecar_path.write_text(json.dumps(sidecar))
+    line = model_refused(model_copy, workdir)
+    assert "not a loadable TFLite model" in line, line
+
+
+def test_model_from_another_build_is_refused(model_copy, workdir):
+    """A .tflite whose bytes changed after its sidecar was written (a hash mismatch)."""
+    with open(model_copy, "ab") as handle:
+        handle.write(b"\0")
+    line = model_refused(model_copy, workdir)
+    assert "SHA-256" in line and "does not match" in line, line
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda s: s.update(labels=s["labels"][:5]), "output shape"),
+        (lambda s: s["features"].update(n_mels=40), "input shape"),
+        (lambda s: s["input"].update(zero_point=s["input"]["zero_point"] + 1), "input quantisation"),
+        (lambda s: s["output"].update(dtype="float32"), "output dtype"),
+    ],
+    ids=["labels", "mels", "input-zero-point", "output-dtype"],
+)
+def test_sidecar_that_does_not_describe_the_model_is_refused(model_copy, workdir, change, expected):
+    sidecar_path = model_copy.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    change(sidecar)
+    sidecar_path.write_text(json.dumps(sidecar))
+    line = model_refused(model_copy, workdir)
+    assert expected in line, line
