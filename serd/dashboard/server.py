@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hmac
 import http.server
-import io
-import ipaddress
 import json
 import logging
 import re
@@ -26,15 +24,31 @@ import socket
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
 from serd import __version__
-from serd.dashboard.state import STALE_AFTER_S, HISTORY_S, DashboardState
-from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, MessageError, decode
+from serd.dashboard.settings import (  # noqa: F401  (re-exported for the CLI and tests)
+    MAX_UPLOAD_BYTES,
+    MB,
+    DashboardError,
+    DashboardSettings,
+    is_loopback_host,
+    parse_listen,
+)
+from serd.dashboard.state import DashboardState
+from serd.dashboard.stream import StreamReader
+from serd.dashboard.upload import (  # noqa: F401
+    FILENAME_HEADER,
+    MAX_UPLOAD_DURATION_S,
+    UPLOAD_EXTENSIONS,
+    Analyzer,
+    UploadError,
+    check_extension,
+    clean_filename,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,250 +70,17 @@ SECURITY_HEADERS = {
 }
 TOKEN_ENV = "SERD_DASHBOARD_TOKEN"
 TOKEN_COOKIE = "serd_dashboard_token"
-FILENAME_HEADER = "X-Filename"
-UPLOAD_EXTENSIONS = (".wav", ".flac", ".ogg")
-MB = 1024 * 1024
-MAX_UPLOAD_BYTES = 20 * MB
-MAX_UPLOAD_DURATION_S = 5 * 60.0
-"""Longer recordings are refused: `analyze_file` holds every window in memory (about 15 MB per minute at
-16 kHz and a 0.5 s hop) and on a Pi each minute costs seconds of CPU that the live view shares."""
 DRAIN_LIMIT_BYTES = 256 * 1024 * 1024
 """An oversized body up to this size is read and discarded so that the browser sees the 413 answer
 (a server that closes mid-upload looks like a network failure); beyond it the connection is dropped."""
-ANALYSIS_WAIT_S = 60.0
-"""How long an upload waits for the one running analysis before getting 503 (one model, one core)."""
 MAX_EVENT_CLIENTS = 32
 KEEPALIVE_S = 15.0
 """A comment line on an idle event stream this often, so dead connections are noticed."""
 EVENT_WAIT_S = 1.0
 SOCKET_TIMEOUT_S = 60.0
 """A client that neither sends nor reads for this long is disconnected (also bounds a stalled upload)."""
-ZMQ_POLL_MS = 250
-"""The subscriber wakes at least this often to check staleness and whether to stop."""
-ZMQ_BATCH = 1000
-"""Messages taken per wake-up before checking staleness again."""
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")
 """Token characters that survive a URL query and a cookie unchanged (what `secrets.token_urlsafe` makes)."""
-
-
-class DashboardError(RuntimeError):
-    """The dashboard cannot start; one line for the user."""
-
-
-@dataclass(frozen=True)
-class DashboardSettings:
-    connect: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
-    """serd publishers to subscribe to (ZeroMQ endpoints)."""
-    host: str = "127.0.0.1"
-    port: int = 8080
-    """Where the web page is served; port 0 picks a free port."""
-    token: str | None = None
-    """Access token; required when `host` is not loopback (unless `allow_insecure`)."""
-    allow_insecure: bool = False
-    model: str = "serd-emotion6-int8"
-    """Model for the upload panel: a name in the models directory or a .tflite path."""
-    server_key: Path | None = None
-    client_key: Path | None = None
-    stale_after_s: float = STALE_AFTER_S
-    history_s: float = HISTORY_S
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
-    hop_s: float = 0.5
-    """Upload analysis: seconds between windows (as `serd analyze`)."""
-    gate_dbfs: float = -55.0
-    """Upload analysis: speech gate level (as `serd analyze`)."""
-    extra_headers: dict[str, str] = field(default_factory=dict)
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.strip("[]") in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPv6]:PORT` or `PORT` -> (host, port); ValueError with what was expected."""
-    value = value.strip()
-    if value.isdigit():
-        host, port_text = "127.0.0.1", value
-    elif value.startswith("["):
-        host, sep, port_text = value[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"--listen {value!r}: expected [IPv6]:PORT, e.g. [::1]:8080")
-    else:
-        host, sep, port_text = value.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"--listen {value!r}: port must be a number 0-65535")
-    return host, int(port_text)
-
-
-# -- the ZeroMQ side --------------------------------------------------------------------------
-
-
-class StreamReader(threading.Thread):
-    """Owns the SUB socket from creation to close; nothing else touches it."""
-
-    def __init__(self, settings: DashboardSettings, state: DashboardState) -> None:
-        super().__init__(name="serd-dashboard-zmq", daemon=True)
-        self.settings = settings
-        self.state = state
-        self.error: str | None = None
-        self._stop_requested = threading.Event()
-        self._connected = threading.Event()
-
-    def start_and_wait(self, timeout: float = 10.0) -> None:
-        self.start()
-        if not self._connected.wait(timeout):
-            raise DashboardError("the ZeroMQ subscriber did not start")
-        if self.error:
-            raise DashboardError(self.error)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop_requested.set()
-        if self.is_alive():
-            self.join(timeout)
-
-    def run(self) -> None:
-        import zmq
-
-        from serd.listen import connect
-
-        try:
-            sub = connect(list(self.settings.connect), [EMOTION_PREFIX, STATUS_PREFIX],
-                          self.settings.server_key, self.settings.client_key)
-        except (ValueError, OSError, zmq.ZMQError) as exc:
-            self.error = f"cannot subscribe to {', '.join(self.settings.connect)}: {exc}"
-            self._connected.set()
-            return
-        self._connected.set()
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
-        try:
-            while not self._stop_requested.is_set():
-                if poller.poll(ZMQ_POLL_MS):
-                    for _ in range(ZMQ_BATCH):
-                        try:
-                            frames = sub.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._handle(frames)
-                self.state.check_stale()
-        except zmq.ZMQError as exc:  # the context was terminated under us: nothing more to read
-            _LOGGER.error("ZeroMQ subscriber stopped: %s", exc)
-        finally:
-            sub.close(linger=0)
-
-    def _handle(self, frames: list[bytes]) -> None:
-        try:
-            message = decode(frames)
-        except MessageError as exc:
-            self.state.count_malformed()
-            log = _LOGGER.warning if self.state.malformed == 1 else _LOGGER.debug
-            log("skipped a malformed message (%s)", exc)
-            return
-        self.state.apply(message)
-
-
-# -- the upload panel ------------------------------------------------------------------------
-
-
-class UploadError(ValueError):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Analyzer:
-    """Loads the model on first use and runs one analysis at a time (one interpreter, one core)."""
-
-    def __init__(self, settings: DashboardSettings) -> None:
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._model = None
-
-    def model_path(self) -> Path:
-        from serd.model import resolve_model_path
-
-        return resolve_model_path(self.settings.model)
-
-    def available(self) -> bool:
-        path = self.model_path()
-        return path.is_file() and path.with_suffix(".json").is_file()
-
-    def _load(self):
-        from serd.model import Model, ModelError
-
-        if self._model is None:
-            try:
-                self._model = Model(self.model_path())
-            except ModelError as exc:
-                raise UploadError(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    f"model not available: {exc} (start the dashboard with --model NAME_OR_PATH)",
-                ) from None
-            _LOGGER.info("upload analysis: model %s (%s)", self._model.model_id, self._model.backend)
-        return self._model
-
-    def analyze(self, data: bytes, filename: str) -> dict[str, Any]:
-        from serd.analysis import GateSettings, analyze_file, result_to_json
-        from serd.audiofile import AudioFileError, file_duration_s
-
-        if not self._lock.acquire(timeout=ANALYSIS_WAIT_S):
-            raise UploadError(HTTPStatus.SERVICE_UNAVAILABLE, "busy with another recording; try again in a moment")
-        try:
-            model = self._load()
-            audio = io.BytesIO(data)
-            audio.name = filename  # how error messages name it; the bytes never leave memory
-            try:
-                duration_s = file_duration_s(audio)
-                if duration_s > MAX_UPLOAD_DURATION_S:
-                    raise UploadError(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"{filename}: recording too long ({duration_s / 60:.1f} min; "
-                        f"the limit is {MAX_UPLOAD_DURATION_S / 60:.0f} min)",
-                    )
-                audio.seek(0)
-                gate = GateSettings(threshold_dbfs=self.settings.gate_dbfs, hangover=1)
-                result = analyze_file(audio, model, self.settings.hop_s, gate)
-            except AudioFileError as exc:
-                raise UploadError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-            body = result_to_json(result, filename)
-            body.update(
-                labels=list(model.labels),
-                model=model.model_id,
-                duration_s=round(duration_s, 3),
-                window_s=model.params.window_samples / model.params.sample_rate,
-                hop_s=self.settings.hop_s,
-                speech_windows=sum(1 for w in result.windows if w.speech),
-            )
-            return body
-        finally:
-            self._lock.release()
-
-
-def clean_filename(raw: str | None) -> str:
-    """The upload's base name, URL-decoded, without control characters (it is echoed to the page)."""
-    if not raw:
-        raise UploadError(HTTPStatus.BAD_REQUEST, f"send the file name in the {FILENAME_HEADER} header")
-    name = urllib.parse.unquote(raw).replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable())[:200].strip()
-    if not name:
-        raise UploadError(HTTPStatus.BAD_REQUEST, f"{FILENAME_HEADER}: empty file name")
-    return name
-
-
-def check_extension(filename: str) -> None:
-    suffix = Path(filename).suffix.lower()
-    if suffix not in UPLOAD_EXTENSIONS:
-        raise UploadError(
-            HTTPStatus.BAD_REQUEST,
-            f"{filename}: unsupported file type {suffix or '(none)'}; choose a {', '.join(UPLOAD_EXTENSIONS)} recording",
-        )
 
 
 # -- HTTP ------------------------------------------------------------------------------------

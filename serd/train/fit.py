@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from serd.analysis import GateSettings, attach_probs, file_windows, gate_windows
+from serd.analysis import GateSettings, file_windows, gate_windows
 from serd.features import FeatureParams, LogMel
 from serd.train import metrics
 from serd.train.augment import AugmentSettings
