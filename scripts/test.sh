@@ -8,10 +8,10 @@ VENV=${VENV:-.venv-test}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# System packages: PortAudio (microphone), ALSA tools (fake microphone device),
-# systemd (systemd-analyze checks of the unit), Chromium (dashboard browser test),
-# shellcheck (install scripts).
-PACKAGES="libportaudio2 alsa-utils systemd chromium shellcheck"
+# System packages: PortAudio (microphone); ALSA tools, PulseAudio and the ALSA pulse
+# plugin (a fake microphone paced by a PulseAudio null sink); systemd (systemd-analyze
+# checks of the unit); Chromium (dashboard browser test); shellcheck (install scripts).
+PACKAGES="libportaudio2 alsa-utils pulseaudio pulseaudio-utils libasound2-plugins systemd chromium shellcheck"
 missing=$(for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "installing: $missing"

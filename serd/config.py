@@ -263,6 +263,8 @@ def override(settings: Settings, changes: dict[str, Any]) -> Settings:
         node = data
         *parents, last = dotted.split(".")
         for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"{dotted}: unknown key")
             node = node[key]
         node[last] = value
     return from_dict(data)

@@ -186,12 +186,12 @@ class Daemon:
         self._finish()
         return self.exit_code
 
-    def _on_block(self, block: AudioBlock, now: float) -> None:
+    def _on_block(self, block: AudioBlock, now: float, resample: bool = True) -> None:
         self._last_block = now
         if self.state != "running":
             self._set_state("running")
             self._send_ready()
-        samples = self.source.to_model_rate(block.samples)
+        samples = self.source.to_model_rate(block.samples) if resample else block.samples.reshape(-1)
         for window in self.buffer.push(samples):
             outcome = self.pipeline.process(window)
             self.counters.windows += 1
@@ -205,6 +205,11 @@ class Daemon:
 
     def _on_end(self, end: EndOfStream) -> None:
         if not end.failed:  # not the wording: an unreadable "end of take.wav" is a failure
+            received = self.buffer.received
+            if 0 < received < self.buffer.window_samples:
+                # Shorter than one window: zero-pad it to one, as `serd analyze` does.
+                padding = np.zeros((self.buffer.window_samples - received, 1), dtype=np.float32)
+                self._on_block(AudioBlock(padding, time.time()), time.monotonic(), resample=False)
             _LOGGER.info("%s", end.reason)
         else:
             _LOGGER.error("%s", end.reason)

@@ -123,7 +123,12 @@ class FileSource:
         self._thread: threading.Thread | None = None
 
     def start(self, blocks: BlockQueue) -> None:
-        # Open now so that a bad file fails at start with its one-line error.
+        from serd.audiofile import AudioFileError, file_duration_s
+
+        try:  # read the header now, so that a bad file fails at start with its one-line error
+            file_duration_s(self.path)
+        except AudioFileError as exc:
+            raise SourceError(str(exc)) from None
         self._first = iter_blocks(self.path, self.model_rate, BLOCK_S)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(blocks,), name="serd-file", daemon=True)
@@ -148,6 +153,10 @@ class FileSource:
                         return
         except AudioFileError as exc:
             blocks.put(EndOfStream(str(exc), failed=True), self._stop)
+            return
+        except Exception as exc:  # never leave the worker waiting for an end that will not come
+            _LOGGER.debug("file source crashed", exc_info=True)
+            blocks.put(EndOfStream(f"{self.path}: reading failed ({type(exc).__name__}: {exc})", failed=True), self._stop)
             return
         blocks.put(EndOfStream(f"end of {self.path}"), self._stop)
 
@@ -180,6 +189,13 @@ class StdinSource:
         self._thread.start()
 
     def _run(self, blocks: BlockQueue, stream: BinaryIO) -> None:
+        try:
+            self._read(blocks, stream)
+        except Exception as exc:  # never leave the worker waiting for an end that will not come
+            _LOGGER.debug("stdin source crashed", exc_info=True)
+            blocks.put(EndOfStream(f"stdin: reading failed ({type(exc).__name__}: {exc})", failed=True), self._stop)
+
+    def _read(self, blocks: BlockQueue, stream: BinaryIO) -> None:
         frame_bytes = 2 * self.channels
         want = max(1, int(self.block_s * self.rate)) * frame_bytes
         pending = b""
@@ -219,6 +235,22 @@ def import_sounddevice():
     except ImportError:
         raise SourceError("the microphone needs the sounddevice package: pip install sounddevice", fatal=True) from None
     return sounddevice
+
+
+def rescan_devices(sd) -> None:
+    """Make PortAudio list the devices present now.
+
+    PortAudio enumerates devices once, when it is initialised (at `import sounddevice`):
+    a microphone missing at boot, or unplugged and plugged back (possibly under a new
+    index), stays invisible until PortAudio is re-initialised. Only call this with no
+    stream open: re-initialising invalidates every open stream.
+    """
+    try:
+        if sd._initialized:
+            sd._terminate()
+        sd._initialize()
+    except sd.PortAudioError as exc:
+        raise SourceError(f"cannot re-scan audio devices ({exc})") from None
 
 
 def input_devices() -> list[dict]:
@@ -280,6 +312,7 @@ class MicSource:
         self._stream = None
         self._converter: Converter | None = None
         self.capture_rate: int | None = None
+        self._opened_before = False
 
     def _choose_rate(self, sd, device: int | None) -> int:
         channels = self.settings.channels
@@ -297,6 +330,9 @@ class MicSource:
 
     def start(self, blocks: BlockQueue) -> None:
         sd = import_sounddevice()
+        if self._opened_before:  # a retry: the device may have come (back) since PortAudio looked
+            rescan_devices(sd)
+        self._opened_before = True
         device = find_input_device(self.settings.input_device)
         try:
             rate = self._choose_rate(sd, device)

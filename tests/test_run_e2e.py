@@ -305,3 +305,18 @@ def test_slow_subscriber_never_stalls_the_daemon(tiny_model_int8, workdir):
     capacity = wmem + rmem + 4 * 8192 + (SNDHWM + 1) * biggest
     published_bytes = reader.frame_bytes * expected / len(emotions)
     assert published_bytes > 1.2 * capacity, (published_bytes, capacity)
+
+
+def test_file_shorter_than_a_window_gets_one_padded_window_like_analyze(tiny_model_int8, speech_then_quiet, workdir):
+    """A 1.2 s file: `run` zero-pads it to one window at the end of the file, as `analyze` does."""
+    short = workdir / "short.wav"
+    write_pcm16_wav(short, speech_then_quiet[: int(1.2 * MODEL_RATE)])
+    endpoint = f"ipc://{workdir}/short.ipc"
+    with Subscriber(endpoint) as sub:
+        with DaemonProcess(["run", "--source", short, "--bind", endpoint, "--model", tiny_model_int8,
+                            "--device-id", DEVICE], cwd=workdir) as daemon:
+            sub.collect_until(stopped, process=daemon)
+            assert daemon.wait() == 0, daemon.stderr_text()
+    analysis = analyze_json(tiny_model_int8, [short], workdir)[0]
+    assert len(sub.emotions) == len(analysis["windows"]) == 1
+    assert_windows_match(sub.emotions, analysis["windows"])

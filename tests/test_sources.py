@@ -56,6 +56,7 @@ from helpers_daemon import (
 from serd.audiofile import read_audio
 from serd.config import SourceSettings
 from serd.sources import (
+    SourceError,
     PCM16_SCALE,
     AudioBlock,
     BlockQueue,
@@ -152,18 +153,17 @@ def test_file_source_stops_promptly_when_asked(clip_wav):
     assert not source._thread.is_alive()
 
 
-def test_file_source_reports_an_unreadable_file_as_the_end_of_its_stream():
+def test_file_source_refuses_an_unreadable_file_at_start():
+    """The header is read in start(), so a bad file fails there, before any thread runs."""
     with short_tmpdir() as d:
         bad = d / "bad.wav"
         bad.write_text("not audio")
         source = FileSource(str(bad), MODEL_RATE, realtime=False, block_s=0.1)
         queue = BlockQueue(10)
-        source.start(queue)
-        blocks, end = drain(queue)
-        source.stop()
-    assert not blocks
-    assert "bad.wav" in end.reason and "not a readable audio file" in end.reason
-    assert end.failed  # the daemon exits 1 on this, 0 on a real end
+        with pytest.raises(SourceError, match="not a readable audio file") as raised:
+            source.start(queue)
+    assert "bad.wav" in str(raised.value)
+    assert queue.get(timeout=0.2) is None  # nothing was queued
 
 
 # -- stdin ---------------------------------------------------------------------------------------
