@@ -13,12 +13,15 @@ def make_keys(directory: Path, client_name: str = "client") -> dict[str, Path]:
     """
     import zmq.auth
 
+    names = ("server", client_name)
+    # Check every file first: refusing half-way would leave a new server key beside an old client key.
+    for name in names:
+        for path in (directory / f"{name}.key", directory / f"{name}.key_secret"):
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; remove it or choose another directory")
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in ("server", client_name):
-        public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
-        if public.exists() or secret.exists():
-            raise FileExistsError(f"{public} already exists; remove it or choose another directory")
+    for name in names:
         public_path, secret_path = zmq.auth.create_certificates(directory, name)
         Path(secret_path).chmod(0o600)
         out[f"{name}_public"], out[f"{name}_secret"] = Path(public_path), Path(secret_path)

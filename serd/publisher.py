@@ -8,6 +8,7 @@ fills its own queue up to `sndhwm`; after that ZeroMQ drops *its* messages
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import zmq
@@ -16,6 +17,23 @@ from serd.config import PublisherSettings, is_loopback_endpoint
 from serd.messages import Message, encode
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def _ipc_in_use(endpoint: str) -> bool:
+    """True if a process is listening on the unix socket of an ipc:// endpoint.
+
+    For ipc://, ZeroMQ's bind removes an existing socket file and binds afresh, so a
+    second daemon would silently steal the endpoint from a running one.
+    """
+    path = endpoint.removeprefix("ipc://") if endpoint.startswith("ipc://") else ""
+    if not path or path == "*" or path.startswith("@"):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:  # no file, or a stale one nobody listens on: ZeroMQ may replace it
+            return False
+    return True
 
 
 class PublisherError(RuntimeError):
@@ -38,6 +56,9 @@ class Publisher:
                 self._start_curve()
             elif not is_loopback_endpoint(settings.bind):
                 _LOGGER.warning("publishing UNENCRYPTED on %s: anyone who can reach it can read the stream", settings.bind)
+            if _ipc_in_use(settings.bind):
+                # ZeroMQ would unlink the live socket file and take the endpoint over silently.
+                raise zmq.ZMQError(zmq.EADDRINUSE)
             self._socket.bind(settings.bind)
         except zmq.ZMQError as exc:
             self.close()
