@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 # Before numpy loads: the frontend's matrices are small, and BLAS threads spinning on a
@@ -36,11 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     # A hard crash or a watchdog abort leaves every thread's stack in the journal.
     faulthandler.enable()
+    # Until the daemon installs its own handlers: a SIGTERM during start-up is a clean exit.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = build_parser().parse_args(argv)
     # Under systemd the journal adds timestamps; on a terminal they are noise.
     logging.basicConfig(

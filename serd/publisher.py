@@ -37,7 +37,14 @@ def _ipc_in_use(endpoint: str) -> bool:
 
 
 class PublisherError(RuntimeError):
-    """The socket cannot be set up (address in use, bad keys); one line for the user."""
+    """The socket cannot be set up (address in use, bad keys); one line for the user.
+
+    `config_error`: the configuration is wrong (a key file), so restarting cannot help.
+    """
+
+    def __init__(self, message: str, config_error: bool = False) -> None:
+        super().__init__(message)
+        self.config_error = config_error
 
 
 class Publisher:
@@ -78,15 +85,15 @@ class Publisher:
         secret_file = Path(curve.server_secret_key or "")
         clients = Path(curve.authorized_clients or "")
         if not secret_file.is_file():
-            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file} not found (make keys with: serd keys DIR)")
+            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file} not found (make keys with: serd keys DIR)", config_error=True)
         if not clients.is_dir():
-            raise PublisherError(f"publisher.curve.authorized_clients: {clients} is not a directory")
+            raise PublisherError(f"publisher.curve.authorized_clients: {clients} is not a directory", config_error=True)
         try:
             public, secret = zmq.auth.load_certificate(secret_file)
         except (ValueError, OSError) as exc:
-            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file}: {exc}") from None
+            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file}: {exc}", config_error=True) from None
         if secret is None:
-            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file} holds no secret key")
+            raise PublisherError(f"publisher.curve.server_secret_key: {secret_file} holds no secret key", config_error=True)
         # Authentication runs before anything reaches the socket: only listed client keys get in.
         self._auth = ThreadAuthenticator(self._context, log=logging.getLogger("serd.auth"))
         self._auth.start()

@@ -81,7 +81,7 @@ def run_command(args: argparse.Namespace) -> int:
         publisher = Publisher(settings.publisher)
     except PublisherError as exc:
         print(f"serd: {exc}", file=sys.stderr)
-        return 1
+        return EX_CONFIG if exc.config_error else 1
     daemon = Daemon(settings, model, source, publisher)
     if args.config is not None:
         daemon.reload_hook = lambda: load_settings(args)
