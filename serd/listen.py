@@ -57,6 +57,8 @@ def connect(endpoints: list[str], topics: list[str], server_key: Path | None = N
 @dataclass
 class DeviceView:
     emotion: EmotionMessage | None = None
+    last_speech: EmotionMessage | None = None
+    """The latest window with speech: shown (marked as past) while the room is quiet."""
     status: StatusMessage | None = None
     last_heard: float = field(default_factory=time.time)
     gaps: int = 0
@@ -69,18 +71,21 @@ def render(devices: dict[str, DeviceView], now: float) -> str:
     for name, view in sorted(devices.items()):
         stale = now - view.last_heard > STALE_AFTER_S
         state = "stale" if stale else (view.status.state if view.status else "?")
-        e = view.emotion
+        e, last = view.emotion, view.last_speech
         head = f"■ {name}  [{state}]"
         if e is not None:
             if e.speech and e.label:
                 head += f"  {e.label.upper()} {e.confidence:.0%}"
+            elif last is not None and last.label:
+                head += f"  (quiet now; last speech {last.label} {last.confidence:.0%}, {e.end_s - last.end_s:.0f} s ago)"
             else:
-                head += "  (no speech)"
+                head += "  (no speech yet)"
             head += f"  level {e.level_dbfs:.0f} dBFS"
         lines.append(head)
-        if e is not None and e.smoothed:
-            for label, p in e.smoothed.items():
-                lines.append(f"   {label:<9} {p:5.0%} {'█' * int(round(p * BAR_WIDTH))}")
+        if last is not None and last.smoothed:
+            bar = "█" if e is last else "░"  # solid: now; light: the last speech heard
+            for label, p in last.smoothed.items():
+                lines.append(f"   {label:<9} {p:5.0%} {bar * int(round(p * BAR_WIDTH))}")
         if view.status is not None:
             s = view.status
             lines.append(
@@ -131,6 +136,8 @@ def listen_command(args: argparse.Namespace) -> int:
             view.gaps += max(0, gap)
             if isinstance(message, EmotionMessage):
                 view.emotion = message
+                if message.speech and message.smoothed:
+                    view.last_speech = message
                 emotions += 1
             else:
                 view.status = message
