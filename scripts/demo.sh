@@ -29,8 +29,8 @@ echo "source: $SOURCE"
 LISTEN=$!
 sleep 1
 trap 'kill $DAEMON 2>/dev/null || true' INT TERM
-"$VENV/bin/serd" run --source "$SOURCE" --bind "$ENDPOINT" --device-id demo 2>serd-demo.log &
+"$VENV/bin/serd" run --source "$SOURCE" --bind "$ENDPOINT" --device-id demo 2>"${TMPDIR:-/tmp}/serd-demo.log" &
 DAEMON=$!
 wait $DAEMON || true
 wait $LISTEN || true
-echo "daemon log: serd-demo.log"
+echo "daemon log: ${TMPDIR:-/tmp}/serd-demo.log"
