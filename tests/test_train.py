@@ -1,0 +1,163 @@
+"""Training: a smoke `serd train` that exports models `serd evaluate` can score; metrics; augmentation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import subprocess_env
+from serd.train import metrics
+from serd.train.augment import AugmentSettings, mix_at_snr, pink_noise, rms, spec_augment
+
+needs_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="serd train needs TensorFlow (pip install -e '.[train]')"
+)
+SMOKE_TIMEOUT_S = 900
+
+
+def serd(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serd", *map(str, args)], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ravdess_root: Path, tmp_path_factory) -> Path:
+    """`serd train` on 3 actors (fold 1 tests actor 1), 1 epoch, with export and noise evaluation."""
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("serd train needs TensorFlow (pip install -e '.[train]')")
+    out = tmp_path_factory.mktemp("smoke")
+    done = serd("train", "--data", ravdess_root, "--actors", "1,2,3", "--folds", "3", "--only-folds", "1",
+                "--epochs", "1", "--noise-eval", "--out", out, cwd=out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| fold1 |" in done.stdout, done.stdout  # the summary table
+    assert "epoch 1/1" in done.stderr  # progress while training
+    return out
+
+
+@needs_tensorflow
+def test_smoke_train_exports_models_with_sidecars(smoke_run: Path):
+    results = json.loads((smoke_run / "results.json").read_text())["fold1"]
+    assert results["test_actors"] == [1] and results["n_test"] == 60
+    assert set(results["val_actors"]).isdisjoint({1}) and results["n_train"] + results["n_val"] + results["n_test"] == 180
+    for kind in ("float", "int8"):
+        scores = results[kind]
+        assert 0.0 <= scores["uar"] <= 1.0 and len(scores["predicted"]) == 60
+        assert np.array(scores["confusion"]).sum() == 60
+    assert set(results["int8"]["noisy"]) >= {"pink_20dB", "babble_5dB", "quiet_-20dB"}
+    sidecar = json.loads((smoke_run / "fold1-serd_cnn-emotion6-int8.json").read_text())
+    assert sidecar["licence"] == "CC BY-NC-SA 4.0" and "RAVDESS" in sidecar["attribution"]
+    assert sidecar["input"]["dtype"] == sidecar["output"]["dtype"] == "int8"
+    # truly full-int8: no float op behind QUANTIZE/DEQUANTIZE pairs
+    assert not {"DEQUANTIZE", "QUANTIZE", "ELU"} & set(sidecar["ops"]), sidecar["ops"]
+    assert sidecar["training"]["train_actors"] and sidecar["temperature"] > 0
+
+
+@needs_tensorflow
+def test_evaluate_scores_the_exported_model_through_the_runtime(smoke_run: Path, ravdess_root: Path, tmp_path: Path):
+    folder = tmp_path / "ravdess-subset" / "Actor_01"
+    folder.mkdir(parents=True)
+    for clip in sorted((ravdess_root / "Actor_01").glob("*.flac"))[:12]:
+        (folder / clip.name).symlink_to(clip)
+    model = smoke_run / "fold1-serd_cnn-emotion6-int8.tflite"
+    done = serd("evaluate", model, folder.parent, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout)
+    assert scores["clips"] == 12 and scores["actors"] == [1]
+    assert np.array(scores["confusion"]).sum() == 12 and 0 <= scores["accuracy"] <= 1
+    human = serd("evaluate", model, folder.parent, cwd=tmp_path)
+    assert human.returncode == 0 and "UAR" in human.stdout
+
+
+@needs_tensorflow
+@pytest.mark.slow
+def test_training_is_deterministic_for_a_seed(ravdess_root: Path, tmp_path: Path):
+    losses = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        done = serd("train", "--data", ravdess_root, "--actors", "1,2", "--folds", "2", "--only-folds", "1",
+                    "--epochs", "2", "--no-export", "--seed", "7", "--out", out, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        history = json.loads((out / "results.json").read_text())["fold1"]["history"]
+        losses.append([h["loss"] for h in history])
+    assert losses[0] == losses[1]
+
+
+def test_train_refuses_an_unknown_augmentation(tmp_path: Path):
+    done = serd("train", "--augment-off", "wobble", "--out", tmp_path, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "wobble" in done.stderr
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+def test_uar_is_the_mean_of_per_class_recalls():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 0, 2, 2])
+    assert metrics.accuracy(y_true, y_pred) == pytest.approx(6 / 8)
+    assert metrics.uar(y_true, y_pred, 3) == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    assert metrics.confusion(y_true, y_pred, 3).tolist() == [[3, 1, 0], [1, 1, 0], [0, 0, 2]]
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_not():
+    rng = np.random.default_rng(0)
+    n = 20000
+    confidence = rng.uniform(0.5, 1.0, n)
+    probs = np.stack([confidence, 1 - confidence], 1)  # label 0 on top, with this confidence
+    calibrated_y = (rng.random(n) >= confidence).astype(int)  # right exactly that often
+    assert metrics.ece(probs, calibrated_y) < 0.02
+    overconfident = np.stack([np.full(n, 0.99), np.full(n, 0.01)], 1)
+    assert metrics.ece(overconfident, (rng.random(n) < 0.5).astype(int)) > 0.4
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(1)
+    true_t = 2.0
+    logits = rng.normal(0, 3, (5000, 6))
+    scaled = logits / true_t
+    probs = np.exp(scaled - scaled.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    y = np.array([rng.choice(6, p=p) for p in probs])
+    assert metrics.fit_temperature(logits, y) == pytest.approx(true_t, rel=0.1)
+    clips = [logits[i : i + 1] for i in range(len(y))]  # one window per clip: the same problem
+    assert metrics.fit_clip_temperature(clips, y) == pytest.approx(true_t, rel=0.1)
+
+
+# -- augmentation -------------------------------------------------------------------------------
+
+def test_mix_at_snr_gives_the_requested_snr():
+    rng = np.random.default_rng(2)
+    speech = rng.standard_normal(16000).astype(np.float32) * 0.1
+    noise = pink_noise(16000, rng)
+    for snr in (0.0, 10.0, 30.0):
+        mixed = mix_at_snr(speech, noise, snr)
+        assert 20 * np.log10(rms(speech) / rms(mixed - speech)) == pytest.approx(snr, abs=0.01)
+
+
+def test_pink_noise_falls_3_db_per_octave():
+    spectrum = np.abs(np.fft.rfft(pink_noise(1 << 18, np.random.default_rng(3)))) ** 2
+    freqs = np.fft.rfftfreq(1 << 18, 1 / 16000)
+    band = lambda lo: spectrum[(freqs >= lo) & (freqs < 2 * lo)].sum()  # noqa: E731
+    # equal power per octave: adjacent octaves within 1 dB
+    assert abs(10 * np.log10(band(500) / band(1000))) < 1.0
+
+
+def test_spec_augment_masks_but_keeps_shape_and_the_rest():
+    features = np.random.default_rng(4).standard_normal((64, 197)).astype(np.float32)
+    out = spec_augment(features, np.random.default_rng(5))
+    assert out.shape == features.shape
+    changed = out != features
+    assert (out[changed] == 0).all() and changed.mean() < 0.5
+
+
+def test_augment_settings_without():
+    settings = AugmentSettings().without(["noise", "reverb"])
+    assert not settings.noise and not settings.reverb and settings.gain
+    assert AugmentSettings.none().enabled() == []
+    with pytest.raises(ValueError, match="wobble"):
+        AugmentSettings().without(["wobble"])
