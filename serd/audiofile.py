@@ -16,6 +16,10 @@ import numpy as np
 BLOCK_S = 1.0
 """Seconds of source audio decoded per block."""
 MAX_CHANNELS = 64
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 768_000
+"""Rates a recording can plausibly have. A header claiming 1 Hz would turn 3 s of samples
+into 13 hours of audio to resample and classify (minutes of CPU for a 100 KB file)."""
 
 
 class AudioFileError(ValueError):
@@ -63,9 +67,12 @@ def _open(source: Path | BinaryIO):
         if not isinstance(source, Path):  # soundfile names a file object by its repr, an address: say only why
             reason = getattr(exc, "error_string", None) or reason
         raise AudioFileError(f"{path}: not a readable audio file ({reason.strip()})") from None
-    if handle.samplerate <= 0 or not 0 < handle.channels <= MAX_CHANNELS:
+    if not MIN_SAMPLE_RATE <= handle.samplerate <= MAX_SAMPLE_RATE or not 0 < handle.channels <= MAX_CHANNELS:
         handle.close()
-        raise AudioFileError(f"{path}: implausible header ({handle.samplerate} Hz, {handle.channels} channels)")
+        raise AudioFileError(
+            f"{path}: implausible header ({handle.samplerate} Hz, {handle.channels} channels; expected "
+            f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz and 1..{MAX_CHANNELS} channels)"
+        )
     return handle
 
 

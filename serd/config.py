@@ -137,9 +137,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value != value or value in (float("inf"), float("-inf")):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond the float range (10**309)
+                number = float("inf")
+            if number != number or number in (float("inf"), float("-inf")):
                 raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-            return float(value)
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -151,7 +155,9 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            where = f"{prefix}.{key}" if prefix else str(key)
+            # repr for "", blanks and control characters: the error stays one visible line
+            name = key if isinstance(key, str) and key.isprintable() and key.strip() else repr(key)
+            where = f"{prefix}.{name}" if prefix else name
             raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(sorted(known))})")
     values = {}
     for f in dataclasses.fields(cls):
@@ -181,10 +187,14 @@ def is_loopback_endpoint(endpoint: str) -> bool:
 
 def validate(s: Settings) -> Settings:
     """Checks of values (types are already checked); raises ConfigError."""
-    _check(bool(DEVICE_ID_PATTERN.match(s.device_id)), "device_id", "1-64 letters, digits or _.:- ", s.device_id)
+    # fullmatch: `$` would also match before a trailing newline ("room\n" in a topic).
+    _check(bool(DEVICE_ID_PATTERN.fullmatch(s.device_id)), "device_id", "1-64 letters, digits or _.:- ", s.device_id)
     _check(bool(s.model.strip()), "model", "a model name or path", s.model)
     src = s.source
     _check(src.kind in ("mic", "file", "stdin"), "source.kind", "mic, file or stdin", src.kind)
+    device = src.input_device
+    _check(device is None or (device >= 0 if isinstance(device, int) else bool(device.strip())), "source.input_device",
+           "a device index >= 0, part of a device name, or null", device)
     if src.kind == "file":
         _check(bool(src.path), "source.path", "an audio file path for source.kind file", src.path)
     _check(src.capture_rate is None or 4000 <= src.capture_rate <= 384000, "source.capture_rate",
@@ -204,8 +214,12 @@ def validate(s: Settings) -> Settings:
     p = s.publisher
     _check(p.bind.startswith(("tcp://", "ipc://")), "publisher.bind", "a tcp:// or ipc:// endpoint", p.bind)
     if p.bind.startswith("tcp://"):
-        _check(":" in p.bind[6:] and p.bind.rsplit(":", 1)[1].isdigit() and 0 < int(p.bind.rsplit(":", 1)[1]) < 65536,
+        port = p.bind.rsplit(":", 1)[1] if ":" in p.bind[6:] else ""
+        # isascii: str.isdigit() also accepts "²" (int() fails) and full-width digits (ZeroMQ fails).
+        _check(port.isascii() and port.isdigit() and 0 < int(port) < 65536,
                "publisher.bind", "tcp://HOST:PORT with a port 1..65535", p.bind)
+    else:
+        _check(len(p.bind) > len("ipc://"), "publisher.bind", "ipc://PATH", p.bind)
     _check(1 <= p.sndhwm <= 1_000_000, "publisher.sndhwm", "1..1000000 messages", p.sndhwm)
     _check(0 <= p.linger_ms <= 60000, "publisher.linger_ms", "0..60000 ms", p.linger_ms)
     _check(0.2 <= p.status_interval_s <= 3600, "publisher.status_interval_s", "0.2..3600 seconds", p.status_interval_s)
@@ -249,7 +263,10 @@ def load(path: Path | str | None) -> Settings:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
+        reason = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line (a ReaderError has several)
+        raise ConfigError(f"{path}: not valid YAML{where} ({reason})") from None
+    except ValueError as exc:  # PyYAML builds dates and ints with Python's own checks: `2024-13-45`, 5000 digits
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     try:
         return from_dict(data)
     except ConfigError as exc:
