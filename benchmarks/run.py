@@ -32,6 +32,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ravdess"
 DEMO = ROOT / "examples" / "demo.flac"
+BLOCK_S = 0.1
+"""The file source's default block (config source.block_s)."""
 
 
 def pin_to_one_core() -> str:
@@ -60,7 +62,7 @@ def stage_times(model_path: Path) -> dict[str, float]:
 
     from serd.config import AnalysisSettings, PublisherSettings
     from serd.daemon import Daemon  # noqa: F401  (import cost is not measured here)
-    from serd.features import LogMel, level_dbfs
+    from serd.features import LogMel, StreamingLogMel, level_dbfs
     from serd.gate import SpeechGate
     from serd.messages import EmotionMessage, encode
     from serd.model import Model
@@ -73,6 +75,13 @@ def stage_times(model_path: Path) -> dict[str, float]:
     window = audio[int(8.0 * params.sample_rate) :][: params.window_samples].copy()
     logmel = LogMel(params)
     features = logmel(window)
+    streaming = StreamingLogMel(params)
+    starts = list(range(0, audio.shape[0] - params.window_samples, hop))
+
+    def streaming_pass():
+        streaming.reset()
+        for start in starts:
+            streaming.window_features(audio[start : start + params.window_samples], start)
     gate = SpeechGate(-55.0, 1)
     block = audio[:hop]
 
@@ -90,14 +99,15 @@ def stage_times(model_path: Path) -> dict[str, float]:
     out = {
         "ring buffer (per window)": timed(ring, 200) / 5,
         "level + gate": timed(lambda: gate.update(level_dbfs(window)), 2000),
-        "features (log-mel)": timed(lambda: logmel(window), 500),
+        "features, one window from scratch": timed(lambda: logmel(window), 500),
+        "features, streaming (new frames only: what run and analyze do)": timed(streaming_pass, 20) / len(starts),
         "model (int8 TFLite)": timed(lambda: model.predict(features), 500),
         "encode + send": timed(lambda: pub.send_multipart(encode(message)), 2000),
     }
     _ = block
     pub.close()
     context.term()
-    out["total per window"] = sum(out.values())
+    out["total per window (streaming features)"] = sum(v for k, v in out.items() if "from scratch" not in k)
     return out
 
 
@@ -171,6 +181,7 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"serd.")
+    sub.setsockopt(zmq.RECONNECT_IVL, 10)  # the endpoint appears when serd binds: find it quickly
     sub.connect(endpoint)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "serd", "run", "--source", str(DEMO), "--bind", endpoint, "--model", str(model_path)]
@@ -178,7 +189,7 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
         cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
     spawned = time.time()
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, cwd=tmp)
-    latencies, first_emotion, running_at = [], None, None
+    latencies, first_emotion, running_at, first_lag = [], None, None, float("nan")
     cpu_start = wall_start = None
     rss = []
     poller = zmq.Poller()
@@ -189,7 +200,7 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
         received = time.time()
         message = decode(sub.recv_multipart())
         if isinstance(message, StatusMessage):
-            if message.state == "running" and running_at is None:
+            if message.state == "running" and message.seq == 1 and running_at is None:  # the state change
                 running_at = message.time
                 cpu_start, wall_start = proc_cpu_seconds(proc.pid), time.monotonic()
             if message.state == "stopping":
@@ -198,6 +209,7 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
             latencies.append(received - message.captured_at)
             if first_emotion is None:
                 first_emotion = received
+                first_lag = received - message.captured_at
             if proc.poll() is None:
                 rss.append(proc_rss_mb(proc.pid))
                 cpu_end, wall_end = proc_cpu_seconds(proc.pid), time.monotonic()
@@ -214,7 +226,8 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
         "latency_ms_max": float(lat.max()),
         "start_to_running_s": (running_at - spawned) if running_at else float("nan"),
         "start_to_first_message_s": first_emotion - spawned,
-        "first_message_after_audio_allows_s": first_emotion - running_at - 2.0 if running_at else float("nan"),
+        # The audio allows the first message when its window's last sample arrives (captured_at).
+        "first_message_after_audio_allows_s": first_lag,
     }
 
 
@@ -222,7 +235,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="serd-emotion6-int8")
     parser.add_argument("--clips", type=int, default=240)
-    parser.add_argument("--seed-style", action="store_true")
+    parser.add_argument("--seed-style", action="store_true",
+                        help="also time the study-style pipeline (needs TensorFlow + librosa)")
+    parser.add_argument("--seed-style-python", default=sys.executable,
+                        help="interpreter with the train extra for --seed-style (default: this one)")
+    parser.add_argument("--only-seed-style", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -230,13 +247,23 @@ def main() -> None:
 
     model_path = resolve_model_path(args.model)
     clips = sorted(DATA.glob("Actor_*/*.flac"))[:: max(1, 1440 // args.clips)][: args.clips]
+    if args.only_seed_style:
+        pin_to_one_core()
+        print(json.dumps(seed_style_speed(clips)))
+        return
     daemon = daemon_realtime(model_path)  # before pinning this process: the daemon pins itself
     pinned = pin_to_one_core()
     results = {"stages_s": stage_times(model_path), "analyze": analyze_speed(model_path, clips), "daemon": daemon}
     if args.seed_style:
-        results["seed_style"] = seed_style_speed(clips)
+        done = subprocess.run([args.seed_style_python, __file__, "--only-seed-style", "--clips", str(args.clips)],
+                              capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        results["seed_style"] = json.loads(done.stdout.strip().splitlines()[-1])
+    import numpy
+
+    results["versions"] = {"numpy": numpy.__version__}
     results["machine"] = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
                           "python": platform.python_version(), "pinning": pinned,
+                          "numpy": results["versions"]["numpy"],
                           "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model_path.name)}
     if args.json:
         print(json.dumps(results, indent=1))
@@ -246,7 +273,7 @@ def main() -> None:
 
 def report(r: dict) -> str:
     m = r["machine"]
-    lines = [f"Measured {m['date']} on {m['platform']} ({m['cpu']}), Python {m['python']}, {m['pinning']}, "
+    lines = [f"Measured {m['date']} on {m['platform']} ({m['cpu']}), Python {m['python']}, numpy {m['numpy']}, {m['pinning']}, "
              f"model `{m['model']}`.", "", "| stage | per window |", "|---|---|"]
     for stage, seconds in r["stages_s"].items():
         lines.append(f"| {stage} | {seconds * 1000:.3f} ms |")
@@ -265,7 +292,8 @@ def report(r: dict) -> str:
               f"| CPU, % of one core | {d['cpu_percent_of_one_core']:.2f} % |",
               f"| RSS (max) | {d['rss_mb_max']:.1f} MB |",
               f"| end of window → subscriber, p50 / p99 / max | {d['latency_ms_p50']:.2f} / {d['latency_ms_p99']:.2f} / {d['latency_ms_max']:.2f} ms |",
-              f"| start → `running` (imports, model load, bind) | {d['start_to_running_s']:.2f} s |",
+              f"| start → `running` (imports, model load, bind, first audio block) | {d['start_to_running_s']:.2f} s |",
+              f"| start → first message (includes the 2 s of audio the first window needs) | {d['start_to_first_message_s']:.2f} s |",
               f"| first message after the audio allows (2 s window) | {d['first_message_after_audio_allows_s']:.3f} s |"]
     return "\n".join(lines)
 
