@@ -211,7 +211,13 @@ class StreamingLogMel(LogMel):
 
 
 def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level in dB relative to full scale (a full-scale square wave is 0 dBFS)."""
+    """RMS level in dB relative to full scale (a full-scale square wave is 0 dBFS), DC offset removed.
+
+    A constant offset is not sound: a microphone 1 % off centre (-40 dBFS of DC) would
+    otherwise lift every silent window over the speech gate and get it classified.
+    """
     x = np.asarray(samples, dtype=np.float32)
+    if x.shape[0]:
+        x = x - x.mean()  # explicitly, not dot/n - mean**2: that cancels in float32 under a large offset
     power = float(np.dot(x, x)) / max(1, x.shape[0])
     return 10.0 * np.log10(max(power, 1e-12))

@@ -94,6 +94,12 @@ def _float_wav(samples: np.ndarray) -> Callable[[Path], None]:
     return _bytes(wav_bytes(data, bits=32, fmt_tag=WAVE_FORMAT_IEEE_FLOAT))
 
 
+def _floor(seconds: float, dbfs: float) -> np.ndarray:
+    """A room's noise floor: Gaussian noise at an RMS of `dbfs`."""
+    rng = np.random.default_rng(SEED + 5)
+    return (rng.standard_normal(int(seconds * MODEL_RATE)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
 def _with_non_finite() -> np.ndarray:
     x = speech().copy()
     rng = np.random.default_rng(SEED)
@@ -173,8 +179,10 @@ def cases() -> list[BadInput]:
         BadInput("six-channels.wav", SPEECH, "6 channels (5.1), speech in two",
                  _sound(np.stack([s, s, np.zeros_like(s), np.zeros_like(s), 0.5 * s, 0.5 * s], axis=1))),
         BadInput("dc-offset.wav", SPEECH, "speech on a +0.5 DC offset", _sound(np.clip(s + 0.5, -1, 1))),
-        BadInput("dc-only.wav", SPEECH, "a constant +0.5 (loud, but no sound)",
+        BadInput("dc-only.wav", NO_SPEECH, "a constant +0.5 (a large number, but no sound)",
                  _sound(np.full(3 * MODEL_RATE, 0.5, np.float32))),
+        BadInput("dc-offset-quiet-room.wav", NO_SPEECH, "a -70 dBFS noise floor on a 1 % DC offset (-40 dBFS)",
+                 _sound(0.01 + _floor(5.0, -70.0))),
         BadInput("clipped.wav", SPEECH, "speech x30, clipped at full scale", _sound(np.clip(30 * s, -1, 1))),
         BadInput("full-scale-square.wav", SPEECH, "a 220 Hz square wave at 0 dBFS", _sound(square)),
         BadInput("speech.ogg", SPEECH, "valid Ogg Vorbis (the reference for the damaged ones)",
