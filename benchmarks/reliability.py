@@ -260,9 +260,8 @@ def load_section(r: rel.LoadResult, args) -> list[str]:
         "| figure | value |", "|---|---|",
         f"| windows published (final status) | {r.final.get('published')} of {r.expected} |",
         f"| keeping-up subscribers with every window, no gap, final status | {complete} of {len(r.subscribers)} |",
-        f"| stalled subscriber (RCVHWM 1, RCVBUF 1 KB, read only after the audio) | {r.stalled_emotions} windows "
-        f"(seq {r.stalled_first_seq}..{r.stalled_last_seq}), then nothing: "
-        f"{r.expected - r.stalled_emotions} dropped for it alone |",
+        f"| stalled subscriber (RCVHWM 1, RCVBUF 1 KB, read only after the audio) | got {r.stalled_emotions} windows "
+        f"(seq {r.stalled_first_seq}..{r.stalled_last_seq}), never the other {r.expected - r.stalled_emotions} |",
         f"| daemon `dropped` counter | {r.final.get('dropped')} (PUB drops per subscriber silently; the daemon "
         "cannot count it) |",
         f"| daemon CPU per window, first half → second half | {early:.3f} → {late:.3f} ms (x{r.cpu_ratio:.2f}) |",
@@ -303,6 +302,7 @@ def budget_section(r: rel.BudgetResult, alone: dict, shared: dict, loops: int) -
         "times, file source at real time (the default).", "",
         "| figure | value |", "|---|---|",
         f"| windows published / expected, gaps | {r.final.get('published')} / {r.expected}, {len(r.seq.gaps)} |",
+        f"| pace: wall time first → last window ÷ their audio time | {r.pace:.4f} (1 = keeping up) |",
         f"| latency captured_at → subscriber, p50 / p99 / max | {np.median(lat_ms):.2f} / "
         f"{np.percentile(lat_ms, 99):.2f} / {lat_ms.max():.2f} ms |",
         f"| daemon CPU per hop (all threads, first to last window) | {1000 * r.cpu_per_hop_s:.2f} ms |",
@@ -328,6 +328,8 @@ def verdicts(soak, load, churn, budget) -> list[str]:
         problems.append("churn left growth behind")
     if budget.seq.count != budget.expected or budget.seq.gaps:
         problems.append("the budget run lost windows")
+    if budget.pace >= 1.1:
+        problems.append(f"the budget run fell behind (pace {budget.pace:.3f})")
     return problems
 
 

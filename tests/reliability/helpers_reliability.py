@@ -594,6 +594,12 @@ class BudgetResult:
     audio_s: float
 
     @property
+    def pace(self) -> float:
+        """Wall time from the first to the last window over the audio time between them: 1.0 keeps up,
+        a worker falling behind stretches it (it cannot be below 1: the source is paced)."""
+        return self.wall_s / max(HOP_S, (self.seq.count - 1) * HOP_S)
+
+    @property
     def headroom(self) -> float:
         """Processing time per hop / hop length (the share of one core serd needs at real time)."""
         return self.cpu_per_hop_s / HOP_S

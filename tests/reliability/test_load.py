@@ -55,8 +55,6 @@ def test_twenty_subscribers_get_everything_and_a_stalled_one_only_loses_its_own(
     # The daemon's loop did not slow down (per-window CPU), and its memory stayed bounded.
     assert r.cpu_ratio < CPU_RATIO_MAX, r.cpu_per_window_ms
     assert r.rss_mb[1] - r.rss_mb[0] < LOAD_RSS_GROWTH_MAX_MB, r.rss_mb
-    first, last = r.latency_ms["first_fifth"], r.latency_ms["last_fifth"]
-    assert last["p50"] < max(250.0, 5 * first["p50"]), r.latency_ms
 
 
 def test_subscribers_that_come_and_go_leave_nothing_behind(tiny_model_int8):
