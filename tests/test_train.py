@@ -161,3 +161,36 @@ def test_augment_settings_without():
     assert AugmentSettings.none().enabled() == []
     with pytest.raises(ValueError, match="wobble"):
         AugmentSettings().without(["wobble"])
+
+
+def _fold(clean: float, pink: float, babble: float) -> dict:
+    noisy = {f"{family}_{snr}dB": {"uar": value} for family, value in (("pink", pink), ("babble", babble))
+             for snr in (20, 10, 5)}
+    return {"int8": {"uar": clean, "noisy": noisy}}
+
+
+def test_ablation_table_pairs_folds_and_reports_what_each_augmentation_bought(tmp_path: Path):
+    from serd.train import report
+
+    runs = {
+        "none": {"fold1": _fold(0.60, 0.55, 0.50), "fold3": _fold(0.50, 0.45, 0.40)},
+        "babble": {"fold1": _fold(0.61, 0.55, 0.40), "fold3": _fold(0.49, 0.45, 0.34)},
+    }
+    for name, folds in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({**folds, "settings": {}}))
+    table = report.ablation_table(report.load_ablation(tmp_path))
+    babble_row = next(line for line in table.splitlines() if line.startswith("| babble"))
+    # Clean: +0.01 on one fold, -0.01 on the other; babble noise: +0.10 and +0.06, mean +0.08.
+    assert "0.550 (bought +0.000; folds -0.010…+0.010)" in babble_row
+    assert "0.370 (bought +0.080; folds +0.060…+0.100)" in babble_row
+    assert "| nothing (reference: all on) | 0.550 | 0.500 | 0.450 | – |" in table
+
+
+def test_ablation_report_without_a_reference_run_is_one_line(tmp_path: Path):
+    (tmp_path / "babble").mkdir()
+    (tmp_path / "babble" / "results.json").write_text(json.dumps({"fold1": _fold(0.5, 0.4, 0.3)}))
+    done = subprocess.run([sys.executable, "-m", "serd.train.report", "--ablation", str(tmp_path)],
+                          capture_output=True, text=True, env=subprocess_env())
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0 and "none/results.json" in done.stderr, done.stderr

@@ -2,6 +2,11 @@
 
     python -m serd.train.report --cv runs/cv_serd --study runs/cv_study [--noaug runs/cv_serd_noaug] \
         [--seed runs/seed12] > tables.md
+    python -m serd.train.report --ablation runs/ablation > ablation.md
+
+An ablation folder holds one run per condition, each trained with the same folds, epochs and seed:
+`none/` (every augmentation on, the reference), `all/` (every one off) and `<name>/` (only that one
+off, `serd train --augment-off <name>`).
 """
 
 from __future__ import annotations
@@ -78,6 +83,69 @@ def noise_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+NOISE_FAMILIES = {"pink": ("pink_20dB", "pink_10dB", "pink_5dB"), "babble": ("babble_20dB", "babble_10dB", "babble_5dB")}
+
+
+def condition_uar(entry: dict, condition: str) -> float | None:
+    """int8 UAR of one fold under `condition`: "clean", a noise family (mean over its SNRs) or a noisy key."""
+    int8 = entry.get("int8", {})
+    if condition == "clean":
+        return int8.get("uar")
+    noisy = int8.get("noisy", {})
+    keys = NOISE_FAMILIES.get(condition, (condition,))
+    if not all(k in noisy for k in keys):
+        return None
+    return float(np.mean([noisy[k]["uar"] for k in keys]))
+
+
+def paired_delta(reference: dict, run: dict, condition: str) -> list[float]:
+    """Per fold: UAR with everything on minus UAR of `run`, on the folds both have (what the change cost)."""
+    out = []
+    for fold in sorted(set(reference) & set(run), key=lambda n: int(n[4:])):
+        ref, other = condition_uar(reference[fold], condition), condition_uar(run[fold], condition)
+        if ref is not None and other is not None:
+            out.append(ref - other)
+    return out
+
+
+ABLATION_CONDITIONS = (("clean", "clean"), ("pink", "pink 20/10/5 dB"), ("babble", "babble 20/10/5 dB"),
+                       ("quiet_-20dB", "−20 dB level"))
+
+
+def ablation_table(runs: dict[str, dict]) -> str:
+    """What each augmentation bought: int8 UAR of the reference minus UAR with it switched off, paired per
+    fold (mean, and the per-fold range so a reader sees whether folds agree)."""
+    reference = runs["none"]
+    head = "| switched off | " + " | ".join(f"UAR {title}" for _, title in ABLATION_CONDITIONS) + " |"
+    lines = [head, "|---" * (len(ABLATION_CONDITIONS) + 1) + "|"]
+    order = ["none", "all"] + sorted(n for n in runs if n not in ("none", "all"))
+    for name in [n for n in order if n in runs]:
+        cells = []
+        for condition, _ in ABLATION_CONDITIONS:
+            values = [condition_uar(e, condition) for e in runs[name].values()]
+            values = [v for v in values if v is not None]
+            if not values:
+                cells.append("–")
+                continue
+            cell = f"{np.mean(values):.3f}"
+            if name != "none":
+                bought = paired_delta(reference, runs[name], condition)
+                if bought:
+                    cell += f" (bought {np.mean(bought):+.3f}; folds {min(bought):+.3f}…{max(bought):+.3f})"
+            cells.append(cell)
+        label = {"none": "nothing (reference: all on)", "all": "all (no augmentation)"}.get(name, name)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def load_ablation(folder: Path) -> dict[str, dict]:
+    runs = {d.name: load(d) for d in sorted(folder.iterdir()) if d.is_dir()}
+    runs = {name: r for name, r in runs.items() if r}
+    if "none" not in runs:
+        raise SystemExit(f"serd: error: {folder} has no none/results.json (the all-on reference run)")
+    return runs
+
+
 def calibration_table(results: dict) -> str:
     lines = ["| model | T (clip) | clip ECE before → after | window ECE before → after |", "|---|---|---|---|"]
     for kind in ("float", "int8"):
@@ -91,11 +159,20 @@ def calibration_table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cv", type=Path, required=True)
+    parser.add_argument("--cv", type=Path)
+    parser.add_argument("--ablation", type=Path, help="folder of per-condition runs (see the module docstring)")
     parser.add_argument("--study", type=Path)
     parser.add_argument("--noaug", type=Path)
     parser.add_argument("--seed", type=Path)
     args = parser.parse_args()
+    if args.ablation:
+        runs = load_ablation(args.ablation)
+        folds = sorted(next(iter(runs.values())))
+        print(f"## Augmentation ablation ({', '.join(folds)}; int8 UAR, mean over folds)\n")
+        print(ablation_table(runs))
+        return
+    if args.cv is None:
+        parser.error("--cv or --ablation is required")
     cv, study, noaug, seed = load(args.cv), load(args.study), load(args.noaug), load(args.seed)
     rows = [("serd_cnn int8 (shipped kind)", cv, "int8"), ("serd_cnn float TFLite", cv, "float")]
     if study:
