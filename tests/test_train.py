@@ -175,6 +175,7 @@ def test_ablation_table_pairs_folds_and_reports_what_each_augmentation_bought(tm
     runs = {
         "none": {"fold1": _fold(0.60, 0.55, 0.50), "fold3": _fold(0.50, 0.45, 0.40)},
         "babble": {"fold1": _fold(0.61, 0.55, 0.40), "fold3": _fold(0.49, 0.45, 0.34)},
+        "none_seed1": {"fold1": _fold(0.58, 0.55, 0.50), "fold3": _fold(0.50, 0.45, 0.40)},
     }
     for name, folds in runs.items():
         (tmp_path / name).mkdir()
@@ -185,6 +186,8 @@ def test_ablation_table_pairs_folds_and_reports_what_each_augmentation_bought(tm
     assert "0.550 (bought +0.000; folds -0.010…+0.010)" in babble_row
     assert "0.370 (bought +0.080; folds +0.060…+0.100)" in babble_row
     assert "| nothing (reference: all on) | 0.550 | 0.500 | 0.450 | – |" in table
+    # The same recipe with another seed comes last, as the scale of noise.
+    assert table.splitlines()[-1].startswith("| nothing, --seed 1 (seed noise) | 0.540 (bought +0.010; folds +0.000…+0.020)")
 
 
 def test_ablation_report_without_a_reference_run_is_one_line(tmp_path: Path):

@@ -5,8 +5,9 @@
     python -m serd.train.report --ablation runs/ablation > ablation.md
 
 An ablation folder holds one run per condition, each trained with the same folds, epochs and seed:
-`none/` (every augmentation on, the reference), `all/` (every one off) and `<name>/` (only that one
-off, `serd train --augment-off <name>`).
+`none/` (every augmentation on, the reference), `all/` (every one off), `<name>/` (only that one
+off, `serd train --augment-off <name>`) and optionally `none_seed<N>/` (the reference with `--seed N`:
+how far two runs of the same recipe differ, the scale below which a "bought" figure is noise).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def ablation_table(runs: dict[str, dict]) -> str:
     reference = runs["none"]
     head = "| switched off | " + " | ".join(f"UAR {title}" for _, title in ABLATION_CONDITIONS) + " |"
     lines = [head, "|---" * (len(ABLATION_CONDITIONS) + 1) + "|"]
-    order = ["none", "all"] + sorted(n for n in runs if n not in ("none", "all"))
+    order = ["none", "all"] + sorted(n for n in runs if n not in ("none", "all") and not n.startswith("none_seed"))
+    order += sorted(n for n in runs if n.startswith("none_seed"))
     for name in [n for n in order if n in runs]:
         cells = []
         for condition, _ in ABLATION_CONDITIONS:
@@ -134,6 +136,8 @@ def ablation_table(runs: dict[str, dict]) -> str:
                     cell += f" (bought {np.mean(bought):+.3f}; folds {min(bought):+.3f}…{max(bought):+.3f})"
             cells.append(cell)
         label = {"none": "nothing (reference: all on)", "all": "all (no augmentation)"}.get(name, name)
+        if name.startswith("none_seed"):  # the reference recipe again with another seed: the noise floor
+            label = f"nothing, --seed {name.removeprefix('none_seed')} (seed noise)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
