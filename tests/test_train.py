@@ -197,3 +197,15 @@ def test_ablation_report_without_a_reference_run_is_one_line(tmp_path: Path):
                           capture_output=True, text=True, env=subprocess_env(), check=False)
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "none/results.json" in done.stderr, done.stderr
+
+
+def test_ablation_reference_run_is_cut_to_the_ablated_folds(tmp_path: Path):
+    from serd.train import report
+
+    (tmp_path / "abl" / "babble").mkdir(parents=True)
+    (tmp_path / "abl" / "babble" / "results.json").write_text(json.dumps({"fold1": _fold(0.5, 0.4, 0.3)}))
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "results.json").write_text(json.dumps({"fold1": _fold(0.6, 0.5, 0.4), "fold2": _fold(0.9, 0.9, 0.9)}))
+    runs = report.load_ablation(tmp_path / "abl", reference=tmp_path / "cv")
+    assert set(runs["none"]) == {"fold1"}
+    assert "| babble | 0.500 (bought +0.100; folds +0.100…+0.100) |" in report.ablation_table(runs)

@@ -2,10 +2,10 @@
 
     python -m serd.train.report --cv runs/cv_serd --study runs/cv_study [--noaug runs/cv_serd_noaug] \
         [--seed runs/seed12] > tables.md
-    python -m serd.train.report --ablation runs/ablation > ablation.md
+    python -m serd.train.report --ablation runs/ablation [--reference runs/cv_rel] > ablation.md
 
 An ablation folder holds one run per condition, each trained with the same folds, epochs and seed:
-`none/` (every augmentation on, the reference), `all/` (every one off), `<name>/` (only that one
+`none/` (every augmentation on, the reference; or name such a run with --reference), `all/` (every one off), `<name>/` (only that one
 off, `serd train --augment-off <name>`) and optionally `none_seed<N>/` (the reference with `--seed N`:
 how far two runs of the same recipe differ, the scale below which a "bought" figure is noise).
 """
@@ -142,11 +142,16 @@ def ablation_table(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def load_ablation(folder: Path) -> dict[str, dict]:
+def load_ablation(folder: Path, reference: Path | None = None) -> dict[str, dict]:
+    """The runs under `folder`; `reference` (a run with every augmentation on, e.g. the 6-fold
+    cross-validation) stands in for `none/`, restricted to the folds the ablation runs have."""
     runs = {d.name: load(d) for d in sorted(folder.iterdir()) if d.is_dir()}
     runs = {name: r for name, r in runs.items() if r}
-    if "none" not in runs:
-        raise SystemExit(f"serd: error: {folder} has no none/results.json (the all-on reference run)")
+    if reference is not None:
+        folds = {f for r in runs.values() for f in r}
+        runs["none"] = {f: v for f, v in load(reference).items() if f in folds}
+    if not runs.get("none"):
+        raise SystemExit(f"serd: error: no reference run: {folder} has no none/results.json and no --reference was given")
     return runs
 
 
@@ -165,12 +170,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cv", type=Path)
     parser.add_argument("--ablation", type=Path, help="folder of per-condition runs (see the module docstring)")
+    parser.add_argument("--reference", type=Path, help="with --ablation: the all-on run to compare with, if not none/")
     parser.add_argument("--study", type=Path)
     parser.add_argument("--noaug", type=Path)
     parser.add_argument("--seed", type=Path)
     args = parser.parse_args()
     if args.ablation:
-        runs = load_ablation(args.ablation)
+        runs = load_ablation(args.ablation, args.reference)
         folds = sorted(next(iter(runs.values())))
         print(f"## Augmentation ablation ({', '.join(folds)}; int8 UAR, mean over folds)\n")
         print(ablation_table(runs))
