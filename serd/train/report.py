@@ -5,9 +5,10 @@
     python -m serd.train.report --ablation runs/ablation [--reference runs/cv_rel] > ablation.md
 
 An ablation folder holds one run per condition, each trained with the same folds, epochs and seed:
-`none/` (every augmentation on, the reference; or name such a run with --reference), `all/` (every one off), `<name>/` (only that one
-off, `serd train --augment-off <name>`) and optionally `none_seed<N>/` (the reference with `--seed N`:
-how far two runs of the same recipe differ, the scale below which a "bought" figure is noise).
+`none/` (every augmentation on, the reference; or name such a run with --reference), `all/`
+(every one off), `<name>/` (only that one off, `serd train --augment-off <name>`) and optionally
+`none_seed<N>/` (the reference with `--seed N`: how far two runs of the same recipe differ, the
+scale below which a "bought" figure is noise).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def load(run: Path | None) -> dict:
     return {k: v for k, v in json.loads((run / "results.json").read_text()).items() if k.startswith("fold") or k in ("seed", "final")}
 
 
+def fold_key(name: str) -> int:
+    """Sort "fold2" before "fold10"; other entries ("seed", "final") first."""
+    return int(name[4:]) if name.startswith("fold") else 0
+
+
 def mean_std(values: list[float]) -> str:
     arr = np.array(values, dtype=float)
     return f"{arr.mean():.3f} ± {arr.std():.3f}" if arr.size else "–"
@@ -34,7 +40,7 @@ def mean_std(values: list[float]) -> str:
 
 def scores(results: dict, kind: str, metric: str) -> list[float]:
     out = []
-    for name in sorted(results, key=lambda n: int(n[4:]) if n.startswith("fold") else 0):
+    for name in sorted(results, key=fold_key):
         entry = results[name].get(kind)
         if entry and metric in entry and entry[metric] is not None:
             out.append(float(entry[metric]))
@@ -43,7 +49,7 @@ def scores(results: dict, kind: str, metric: str) -> list[float]:
 
 def fold_table(rows: list[tuple[str, dict, str]]) -> str:
     """rows: (name, results, kind) -> per-fold UAR and accuracy plus mean ± std."""
-    folds = sorted({f for _, r, _ in rows for f in r}, key=lambda n: int(n[4:]))
+    folds = sorted({f for _, r, _ in rows for f in r}, key=fold_key)
     head = "| model | " + " | ".join(folds) + " | mean ± std |"
     lines = [head, "|---" * (len(folds) + 2) + "|"]
     for name, results, kind in rows:
@@ -102,7 +108,7 @@ def condition_uar(entry: dict, condition: str) -> float | None:
 def paired_delta(reference: dict, run: dict, condition: str) -> list[float]:
     """Per fold: UAR with everything on minus UAR of `run`, on the folds both have (what the change cost)."""
     out = []
-    for fold in sorted(set(reference) & set(run), key=lambda n: int(n[4:])):
+    for fold in sorted(set(reference) & set(run), key=fold_key):
         ref, other = condition_uar(reference[fold], condition), condition_uar(run[fold], condition)
         if ref is not None and other is not None:
             out.append(ref - other)
@@ -119,9 +125,10 @@ def ablation_table(runs: dict[str, dict]) -> str:
     reference = runs["none"]
     head = "| switched off | " + " | ".join(f"UAR {title}" for _, title in ABLATION_CONDITIONS) + " |"
     lines = [head, "|---" * (len(ABLATION_CONDITIONS) + 1) + "|"]
-    order = ["none", "all"] + sorted(n for n in runs if n not in ("none", "all") and not n.startswith("none_seed"))
-    order += sorted(n for n in runs if n.startswith("none_seed"))
-    for name in [n for n in order if n in runs]:
+    def row_order(name: str) -> tuple[int, str]:  # reference, all off, single switches, seed-noise rows last
+        return ({"none": 0, "all": 1}.get(name, 3 if name.startswith("none_seed") else 2), name)
+
+    for name in sorted(runs, key=row_order):
         cells = []
         for condition, _ in ABLATION_CONDITIONS:
             values = [condition_uar(e, condition) for e in runs[name].values()]
@@ -177,7 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.ablation:
         runs = load_ablation(args.ablation, args.reference)
-        folds = sorted(next(iter(runs.values())))
+        folds = sorted(runs["none"], key=fold_key)
         print(f"## Augmentation ablation ({', '.join(folds)}; int8 UAR, mean over folds)\n")
         print(ablation_table(runs))
         return
