@@ -52,7 +52,7 @@ def analyze_command(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
             else:
-                print(f"{path}: error: {exc}", file=sys.stderr)
+                print(f"serd: {exc}", file=sys.stderr)  # the message starts with the path
             continue
         if args.json:
             print(json.dumps(result_to_json(result, str(path))), flush=True)

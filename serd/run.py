@@ -60,6 +60,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from serd.audiofile import AudioFileError, file_duration_s
     from serd.daemon import Daemon
     from serd.model import Model, ModelError, resolve_model_path
     from serd.publisher import Publisher, PublisherError
@@ -71,6 +72,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"serd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     logging.getLogger("serd").setLevel(settings.log_level.upper())
+    if settings.source.kind == "file":
+        try:  # before anything starts or logs: a bad file is one line, as in `serd analyze`
+            file_duration_s(settings.source.path)
+        except AudioFileError as exc:
+            print(f"serd: {exc}", file=sys.stderr)
+            return 1
     try:
         model = Model(resolve_model_path(settings.model))
     except ModelError as exc:
