@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serd.config import EX_INTERRUPTED
 from serd.messages import EmotionMessage, MessageError, StatusMessage, decode
 
 BAR_WIDTH = 30
@@ -64,10 +65,10 @@ class DeviceView:
     gaps: int = 0
 
 
-def render(devices: dict[str, DeviceView], now: float) -> str:
+def render(devices: dict[str, DeviceView], now: float, endpoints: str = "") -> str:
     lines = [f"serd listen — {time.strftime('%H:%M:%S', time.localtime(now))}   (Ctrl-C to quit)", ""]
     if not devices:
-        lines.append("waiting for messages…")
+        lines.append(waiting_line(endpoints))
     for name, view in sorted(devices.items()):
         stale = now - view.last_heard > STALE_AFTER_S
         state = "stale" if stale else (view.status.state if view.status else "?")
@@ -107,6 +108,9 @@ def listen_command(args: argparse.Namespace) -> int:
         print(f"serd listen: {exc}", file=sys.stderr)
         return 1
     live_view = sys.stdout.isatty() and not args.json
+    where = ", ".join(endpoints)
+    if not live_view:  # stderr: JSON lines on stdout stay clean
+        print(waiting_line(where), file=sys.stderr, flush=True)
     devices: dict[str, DeviceView] = {}
     last_seq: dict[str, int] = {}
     emotions = 0
@@ -117,10 +121,14 @@ def listen_command(args: argparse.Namespace) -> int:
     try:
         while True:
             if args.timeout and time.monotonic() - started >= args.timeout:
+                if not last_seq:  # not one message: say so, rather than exit as if all were well
+                    print(f"serd: {where}: nothing received within {args.timeout:g} s (is serd run publishing "
+                          "there? see --connect)", file=sys.stderr)
+                    return 1
                 break
             if not poller.poll(timeout=int(REDRAW_S * 1000)):
                 if live_view:
-                    print("\x1b[H\x1b[J" + render(devices, time.time()), end="", flush=True)
+                    print("\x1b[H\x1b[J" + render(devices, time.time(), where), end="", flush=True)
                 continue
             frames = socket.recv_multipart()
             try:
@@ -145,7 +153,7 @@ def listen_command(args: argparse.Namespace) -> int:
                 print(json.dumps(message.to_dict()), flush=True)
             elif live_view:
                 if time.monotonic() >= next_draw:
-                    print("\x1b[H\x1b[J" + render(devices, time.time()), end="", flush=True)
+                    print("\x1b[H\x1b[J" + render(devices, time.time(), where), end="", flush=True)
                     next_draw = time.monotonic() + REDRAW_S
             else:
                 print(summary_line(message), flush=True)
@@ -153,13 +161,17 @@ def listen_command(args: argparse.Namespace) -> int:
                 break
             if args.exit_on_stop and isinstance(message, StatusMessage) and message.state == "stopping":
                 if live_view:
-                    print("\x1b[H\x1b[J" + render(devices, time.time()), flush=True)
+                    print("\x1b[H\x1b[J" + render(devices, time.time(), where), flush=True)
                 break
     except KeyboardInterrupt:
-        pass
+        return EX_INTERRUPTED
     finally:
         socket.close()
     return 0
+
+
+def waiting_line(endpoints: str) -> str:
+    return f"waiting for messages on {endpoints} …" if endpoints else "waiting for messages…"
 
 
 def summary_line(message) -> str:

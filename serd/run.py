@@ -89,10 +89,13 @@ def run_command(args: argparse.Namespace) -> int:
     except PublisherError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return EX_CONFIG if exc.config_error else 1
-    daemon = Daemon(settings, model, source, publisher)
-    if args.config is not None:
-        daemon.reload_hook = lambda: load_settings(args)
-    daemon.install_signal_handlers()
-    _LOGGER.info("serd: model %s (%s), source %s, device %s", model.model_id, model.backend, source.description,
-                 settings.device_id)
-    return daemon.run()
+    try:
+        daemon = Daemon(settings, model, source, publisher)
+        if args.config is not None:
+            daemon.reload_hook = lambda: load_settings(args)
+        daemon.install_signal_handlers()
+        _LOGGER.info("serd: model %s (%s), source %s, device %s", model.model_id, model.backend,
+                     source.description, settings.device_id)
+        return daemon.run()
+    finally:
+        publisher.close()  # idempotent; also when a SIGTERM during start-up raised SystemExit (no ipc file left)

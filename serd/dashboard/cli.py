@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from serd.config import EX_INTERRUPTED
 from serd.dashboard.server import (
     MAX_UPLOAD_BYTES,
     MB,
@@ -79,8 +80,11 @@ def dashboard_command(args: argparse.Namespace) -> int:
         print(f"serd dashboard: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
+    interrupted = []
 
-    def request_stop(*_args) -> None:
+    def request_stop(signum: int, _frame) -> None:
+        if signum == signal.SIGINT:
+            interrupted.append(signum)  # Ctrl-C: exit 130, as every serd command does
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -105,4 +109,4 @@ def dashboard_command(args: argparse.Namespace) -> int:
         dashboard.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return EX_INTERRUPTED if interrupted else 0
