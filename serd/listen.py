@@ -11,6 +11,7 @@ from pathlib import Path
 
 from serd.config import EX_INTERRUPTED
 from serd.messages import EmotionMessage, MessageError, StatusMessage, decode
+from serd.subcommand import add_command
 
 BAR_WIDTH = 30
 REDRAW_S = 0.2
@@ -18,7 +19,14 @@ STALE_AFTER_S = 15.0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("listen", help="subscribe and show results live (or as JSON lines)")
+    p = add_command(
+        subparsers, "listen", "subscribe and show results live (or as JSON lines)",
+        "Subscribe to one or more serd daemons: a live view per device on a terminal, one summary line per "
+        "message in a pipe, or every message as a JSON line with --json.",
+        ("serd listen",
+         "serd listen --connect tcp://192.168.1.20:5556 --server-key server.key --client-key client.key_secret",
+         "serd listen --json --count 10 --timeout 30 > messages.jsonl"),
+    )
     p.add_argument("--connect", action="append", default=None, help="endpoint (repeatable; default tcp://127.0.0.1:5556)")
     p.add_argument("--topic", action="append", default=None, help="topic prefix (repeatable; default: serd.)")
     p.add_argument("--json", action="store_true", help="print every message as one JSON line")

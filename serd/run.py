@@ -10,12 +10,21 @@ from typing import Any
 
 from serd import config
 from serd.config import EX_CONFIG, ConfigError, Settings
+from serd.subcommand import add_command
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("run", help="capture, classify and publish (the daemon)")
+    p = add_command(
+        subparsers, "run", "capture, classify and publish (the daemon)",
+        "Listen to a microphone, a file or raw PCM on stdin; classify every 2 s window (every 0.5 s) and "
+        "publish the emotion probabilities on a ZeroMQ socket. Ctrl-C stops it (exit 130), SIGTERM too (exit 0).",
+        ("serd run                                  # default microphone, tcp://127.0.0.1:5556",
+         "serd run --source examples/demo.flac      # replay a recording in real time",
+         "arecord -f S16_LE -r 16000 -c 1 | serd run --source -",
+         "serd run --config /etc/serd/config.yaml --device-id room-101"),
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML config file (default: built-in defaults)")
     p.add_argument("--source", default=None, help="mic, a file path, or - for raw s16le PCM on stdin")
     p.add_argument("--input-device", default=None, help="microphone index or name substring")

@@ -22,12 +22,20 @@ from serd.dashboard.server import (
     parse_listen,
 )
 from serd.dashboard.state import HISTORY_S, STALE_AFTER_S
+from serd.subcommand import add_command
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("dashboard", help="serve a live web page of one or more serd daemons")
+    p = add_command(
+        subparsers, "dashboard", "serve a live web page of one or more serd daemons",
+        "Serve a browser page with each daemon's current emotion, a timeline and its status, and an upload "
+        "panel that analyses a recording. Loopback only unless you give an address and a token.",
+        ("serd dashboard                     # then open http://127.0.0.1:8080",
+         "serd dashboard --connect tcp://127.0.0.1:5556 --connect ipc:///run/serd/room2.ipc",
+         "SERD_DASHBOARD_TOKEN=... serd dashboard --listen 0.0.0.0:8080"),
+    )
     p.add_argument("--connect", action="append", default=None, metavar="ADDR",
                    help="serd publisher endpoint (repeatable; default tcp://127.0.0.1:5556)")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",

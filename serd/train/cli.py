@@ -11,37 +11,57 @@ from pathlib import Path
 
 import numpy as np
 
+from serd.subcommand import add_command
+
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_DATA = Path("../shared/data/ravdess")
 
 
 def add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train, export and score models on RAVDESS (needs the train extra)")
+    p = add_command(
+        subparsers, "train", "train, export and score models on RAVDESS (needs the train extra)",
+        "Train the CNN on a RAVDESS-layout folder with speaker-independent folds, export each fold's model to "
+        "int8 TFLite and score it through serd's runtime. Needs pip install '.[train]'.",
+        ("serd train --data ../shared/data/ravdess --out runs/cv",
+         "serd train --protocol final --name serd-emotion6 --out runs/final",
+         "serd train --actors 1,2,3 --folds 3 --only-folds 1 --epochs 2 --out runs/smoke"),
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS-layout folder (default: %(default)s)")
     p.add_argument("--protocol", choices=("cv", "seed", "final"), default="cv",
                    help="cv: actor-disjoint folds; seed: the study's 180-clip split; final: all actors but --val-actors")
-    p.add_argument("--network", choices=("serd_cnn", "study"), default="serd_cnn")
-    p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6")
+    p.add_argument("--network", choices=("serd_cnn", "study"), default="serd_cnn",
+                   help="serd_cnn: the shipped network; study: the original study's (default: %(default)s)")
+    p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6",
+                   help="emotion6: calm->neutral, surprised->happy; emotion8: all eight; seed12: emotion x gender "
+                        "(default: %(default)s)")
     p.add_argument("--folds", type=int, default=6, help="number of actor-disjoint folds (default: %(default)s)")
     p.add_argument("--only-folds", default="", help="comma-separated fold numbers to run (default: all)")
     p.add_argument("--actors", default="", help="comma-separated actors to use (default: all)")
     p.add_argument("--val-actors", default="11,12", help="calibration actors for --protocol final (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=40, help="training epochs per fold (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 32 (serd_cnn), 16 (study)")
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-3 (serd_cnn), 1e-3 (study)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
     p.add_argument("--no-export", action="store_true", help="skip TFLite export (Keras float scores only)")
     p.add_argument("--name", default=None, help="model file stem for --protocol final/seed (default: <split>-<network>-<labels>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: weights, augmentation, and the split of --protocol seed (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default: %(default)s)")
     p.set_defaults(func=run_train)
 
 
 def add_evaluate_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a .tflite model on a RAVDESS-layout folder via serd's runtime")
+    p = add_command(
+        subparsers, "evaluate", "score a .tflite model on a RAVDESS-layout folder via serd's runtime",
+        "Classify every clip of a RAVDESS-layout folder (Actor_NN/*.flac) through the same code as "
+        "`serd analyze`, and print accuracy, UAR, calibration error and the confusion matrix.",
+        ("serd evaluate models/serd-emotion6-int8.tflite ../shared/data/ravdess",
+         "serd evaluate runs/final/serd-emotion6-int8.tflite ../shared/data/ravdess --json"),
+    )
     p.add_argument("model", type=Path, help="path to a .tflite with its .json sidecar")
-    p.add_argument("data", type=Path, nargs="?", default=DEFAULT_DATA)
+    p.add_argument("data", type=Path, nargs="?", default=DEFAULT_DATA,
+                   help="RAVDESS-layout folder (default: %(default)s)")
     p.add_argument("--hop", type=float, default=0.5, help="window hop in seconds (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=run_evaluate)
