@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +88,20 @@ def test_ctrl_c_ends_listen_with_130(workdir: Path):
     assert listen.returncode == EX_INTERRUPTED, err
     assert_no_traceback(err)
     assert out == ""
+
+
+def test_ctrl_c_ends_the_dashboard_with_130(workdir: Path):
+    dashboard = subprocess.Popen(serd_cmd("dashboard", "--listen", "127.0.0.1:0", "--connect", f"ipc://{workdir}/x.ipc"),
+                                 cwd=workdir, env=serd_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+    try:
+        for line in dashboard.stderr:  # serving once it says so
+            if "serving on" in line:
+                break
+        dashboard.send_signal(signal.SIGINT)
+        assert dashboard.wait(timeout=WAIT_S) == EX_INTERRUPTED
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()
+            dashboard.wait(timeout=10)
+    assert_no_traceback(dashboard.stderr.read())
