@@ -12,6 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,15 @@ def pytest_unconfigure(config) -> None:
             f"SERD_DATA={SERD_DATA} (set SERD_DATA to a folder holding ravdess/ and nemo/ to run them)",
             yellow=True,
         )
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A short directory under /tmp (ipc:// paths must stay under ~100 bytes), removed afterwards."""
+    from helpers_daemon import short_tmpdir
+
+    with short_tmpdir("serd-test-") as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

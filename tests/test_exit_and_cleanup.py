@@ -18,7 +18,6 @@ from helpers_daemon import (
     run_serd,
     serd_cmd,
     serd_env,
-    short_tmpdir,
     stopped,
 )
 from serd.config import EX_INTERRUPTED
@@ -26,12 +25,6 @@ from serd.config import EX_INTERRUPTED
 CLIP = RAVDESS_FIXTURES / SAMPLE_CLIPS[0]
 WAIT_S = 60.0
 """Generous: start-up loads a TFLite model on a machine that may be busy."""
-
-
-@pytest.fixture
-def workdir():
-    with short_tmpdir("serd-exit-") as path:
-        yield path
 
 
 def test_the_ipc_file_is_removed_at_the_end_of_a_file(workdir: Path):

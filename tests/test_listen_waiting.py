@@ -10,19 +10,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import zmq
 
-from helpers_daemon import assert_no_traceback, free_tcp_port, serd_cmd, serd_env, short_tmpdir
+from helpers_daemon import assert_no_traceback, free_tcp_port, serd_cmd, serd_env
 from serd.messages import StatusMessage, encode
 
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def workdir():
-    with short_tmpdir("serd-wait-") as path:
-        yield path
 
 
 def test_json_mode_says_where_it_waits_on_stderr_and_keeps_stdout_json(workdir: Path):
