@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +37,8 @@ BACKEND_ENV = "SERD_TFLITE_BACKEND"
 
 BENIGN_RUNTIME_LINE = re.compile(r"^INFO: (Created TensorFlow Lite XNNPACK delegate for CPU|Initialized TensorFlow Lite runtime)\.$")
 """What the TFLite C++ runtime writes to fd 2 on every successful load: noise, not news."""
+DRAIN_TIMEOUT_S = 5.0
+"""Bound on waiting for the captured stderr once the runtime is loaded (it is at its end by then)."""
 
 
 class ModelError(ValueError):
@@ -47,9 +49,10 @@ class ModelError(ValueError):
 def quiet_runtime_stderr() -> Iterator[None]:
     """Hold back the TFLite runtime's INFO lines on fd 2 (C++ writes there, not to `sys.stderr`).
 
-    fd 2 points at a temporary file for the duration; afterwards everything
-    captured except the known benign lines is written to stderr again, so a real
-    warning or error from the runtime is never lost.
+    fd 2 points at a pipe for the duration (a pipe, not a temporary file: serd writes no
+    files), drained by a thread so that a chatty runtime can never block on it; afterwards
+    everything captured except the known benign lines is written to stderr again, so a
+    real warning or error from the runtime is never lost.
     """
     sys.stderr.flush()
     try:
@@ -57,19 +60,32 @@ def quiet_runtime_stderr() -> Iterator[None]:
     except OSError:  # no fd 2 at all: nothing to keep quiet
         yield
         return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode("utf-8", errors="replace").splitlines()
-            kept = [line for line in lines if not BENIGN_RUNTIME_LINE.match(line)]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-                sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    chunks: list[bytes] = []
+    drain = threading.Thread(target=_drain, args=(read_fd, chunks), name="serd-stderr-drain", daemon=True)
+    drain.start()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)  # the pipe's last writer is gone: the drain sees its end
+        os.close(saved)
+        drain.join(timeout=DRAIN_TIMEOUT_S)
+        os.close(read_fd)
+        lines = b"".join(chunks).decode("utf-8", errors="replace").splitlines()
+        kept = [line for line in lines if not BENIGN_RUNTIME_LINE.match(line)]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+            sys.stderr.flush()
+
+
+def _drain(fd: int, chunks: list[bytes]) -> None:
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:  # closed under us after DRAIN_TIMEOUT_S: what came so far is kept
+        return
 
 
 def _import_interpreter(backend: str):

@@ -195,8 +195,9 @@ def test_unusable_source_file_is_one_line_and_exit_1(tiny_model_int8, workdir, n
             assert daemon.wait() == 1
             stderr = daemon.stderr_text()
     assert_no_traceback(stderr)
-    errors = [line for line in serd_lines(stderr) if line.startswith("ERROR")]
-    assert len(errors) == 1 and name in errors[0] and reason in errors[0], stderr
+    # Refused before anything starts, in the same words as `serd analyze`: one line, nothing else.
+    (line,) = stderr.splitlines()
+    assert line.startswith(f"serd: {name}: {reason}"), stderr
     assert not sub.emotions
 
 
