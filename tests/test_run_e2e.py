@@ -40,7 +40,6 @@ from helpers_daemon import (
     emotion_count_at_least,
     free_tcp_port,
     load_clip,
-    serd_lines,
     short_tmpdir,
     stopped,
     write_config,
