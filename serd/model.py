@@ -10,6 +10,7 @@ last release: Python <= 3.11, numpy < 2). Both expose the same `Interpreter`.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
@@ -60,6 +61,9 @@ def quiet_runtime_stderr() -> Iterator[None]:
     except OSError:  # no fd 2 at all: nothing to keep quiet
         yield
         return
+    crash_reports = faulthandler.is_enabled()
+    if crash_reports:  # a crash inside the runtime must still reach the real stderr (the journal)
+        faulthandler.enable(file=saved)
     read_fd, write_fd = os.pipe()
     chunks: list[bytes] = []
     drain = threading.Thread(target=_drain, args=(read_fd, chunks), name="serd-stderr-drain", daemon=True)
@@ -70,6 +74,8 @@ def quiet_runtime_stderr() -> Iterator[None]:
         yield
     finally:
         os.dup2(saved, 2)  # the pipe's last writer is gone: the drain sees its end
+        if crash_reports:
+            faulthandler.enable()  # back to sys.stderr, before `saved` closes
         os.close(saved)
         drain.join(timeout=DRAIN_TIMEOUT_S)
         os.close(read_fd)
