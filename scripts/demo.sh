@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up serd and run the daemon with a live view: bash scripts/demo.sh
+# Set up serd and run the daemon, showing what it makes of the sound: bash scripts/demo.sh
 # Uses the microphone when one is present, else the bundled recording
 # (examples/demo.flac, six RAVDESS clips, played in real time), printing which
 # emotion each clip was acted as when it starts (examples/demo.script.tsv). Ctrl-C stops.
