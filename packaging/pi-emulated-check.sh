@@ -78,6 +78,12 @@ phase() {
     if [[ -n $PHASE_NAME ]]; then say "$PHASE_NAME"; fi
 }
 
+# Each line prefixed with the seconds since it started: where an emulated install spends its time.
+elapsed() {
+    local start=$SECONDS line
+    while IFS= read -r line; do printf '%4ds %s\n' $((SECONDS - start)) "$line"; done
+}
+
 default_clips() {
     local fixtures=$REPO_DIR/tests/fixtures/audio
     if compgen -G "$fixtures/*.wav" >/dev/null || compgen -G "$fixtures/*.flac" >/dev/null; then
@@ -199,18 +205,18 @@ prepare_root() {
     fi
     mount -t proc proc "$ROOT/proc"
     MOUNTS+=("$ROOT/proc")
+    # Read-only sysfs: ai-edge-litert's cpuinfo counts processors there.
+    mount -t sysfs -o ro sysfs "$ROOT/sys"
+    MOUNTS+=("$ROOT/sys")
     bind "$CPUINFO" /proc/cpuinfo
     bind /dev /dev
-    # DNS, pip's settings and the CAs this machine trusts (a proxy's, say), so that
-    # pip in the root reaches the package index as pip on this machine does.
+    # DNS, pip's settings and the CA bundle this machine trusts (a proxy's CA, say), so
+    # that pip in the root reaches the package index as pip here does. The bundle is
+    # copied, not rebuilt: update-ca-certificates under emulation takes minutes.
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     if [[ -f /etc/pip.conf ]]; then cp /etc/pip.conf "$ROOT/etc/pip.conf"; fi
     if [[ -d /etc/xdg/pip ]]; then mkdir -p "$ROOT/etc/xdg" && cp -r /etc/xdg/pip "$ROOT/etc/xdg/"; fi
-    if compgen -G "/usr/local/share/ca-certificates/*" >/dev/null; then
-        cp -r /usr/local/share/ca-certificates/. "$ROOT/usr/local/share/ca-certificates/"
-        in_root update-ca-certificates >"$OUT/ca-certificates.log" 2>&1 \
-            || die "update-ca-certificates failed in the root; see $OUT/ca-certificates.log"
-    fi
+    cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
     # The checkout, read-only: install-pi.sh builds from its own copy of it.
     mkdir -p "$ROOT$SRC_IN_ROOT" "$ROOT$CLIPS_IN_ROOT"
     bind "$REPO_DIR" "$SRC_IN_ROOT"
@@ -266,7 +272,8 @@ main() {
 
     phase "install_pi"
     local install_status=0
-    in_root bash "$SRC_IN_ROOT/packaging/install-pi.sh" >"$OUT/install-pi.log" 2>&1 || install_status=$?
+    in_root bash "$SRC_IN_ROOT/packaging/install-pi.sh" 2>&1 | elapsed >"$OUT/install-pi.log" \
+        || install_status=${PIPESTATUS[0]}
     echo "$install_status" >"$OUT/install-pi.status"
     [[ $install_status -eq 0 ]] || die "install-pi.sh failed ($install_status); see $OUT/install-pi.log"
 
