@@ -3,6 +3,9 @@
 # qemu-user) and check that it gives the same answers as this x86 machine.
 #
 # Usage: sudo packaging/pi-emulated-check.sh [--out DIR] [--host-python PY] [CLIP...]
+#        sudo packaging/pi-emulated-check.sh --bootstrap-only [--out DIR]
+#   --bootstrap-only make (or find) the cached root and stop: CI starts this early, in
+#                    the background, and the check itself then waits for it
 #   CLIP...          audio files to analyse on both machines (default: the files in
 #                    tests/fixtures/audio/ if there are any, else examples/demo.flac)
 #   --out DIR        where the logs, both analyses and summary.json go (default: a new
@@ -45,12 +48,13 @@ LISTEN_TIMEOUT_S=900
 
 OUT=""
 HOST_PYTHON=python3
+BOOTSTRAP_ONLY=0
 CLIPS=()
 WORK=""
 ROOT=""
 MOUNTS=()
 
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'pi-emulated-check: %s\n' "$*" >&2; exit 1; }
 cannot_emulate() { printf 'pi-emulated-check: cannot emulate arm64 here: %s\n' "$*" >&2; exit 77; }
@@ -59,6 +63,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
         --host-python) HOST_PYTHON=${2:?--host-python needs an interpreter}; shift 2 ;;
+        --bootstrap-only) BOOTSTRAP_ONLY=1; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; printf 'pi-emulated-check: unknown option: %s\n' "$1" >&2; exit 2 ;;
         *) CLIPS+=("$1"); shift ;;
@@ -260,6 +265,11 @@ main() {
 
     phase "bootstrap"
     cached_root
+    if [[ $BOOTSTRAP_ONLY -eq 1 ]]; then
+        phase ""
+        say "root ready: $(cat "$OUT/root.txt") ($(cat "$OUT/cache.txt"), $(cat "$OUT/timings.txt"))"
+        return
+    fi
     trap cleanup EXIT
     phase "prepare_root"
     prepare_root
