@@ -52,6 +52,7 @@ BOOTSTRAP_ONLY=0
 CLIPS=()
 WORK=""
 ROOT=""
+PARTIAL=""
 MOUNTS=()
 
 usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
@@ -152,6 +153,7 @@ cached_root() {
     echo "cold" >"$OUT/cache.txt"
     mirror=$(debian_mirror)
     partial=$root.partial
+    PARTIAL=$partial  # unmounted by cleanup if the bootstrap fails
     remove_tree "$partial"
     say "debootstrap $SUITE $ARCH from $mirror into $partial (first stage)"
     debootstrap --arch="$ARCH" --foreign --variant="$VARIANT" --include="$INCLUDE" \
@@ -167,6 +169,7 @@ cached_root() {
         [[ -d $stale && $stale != "$root" && $stale != "$partial" ]] && remove_tree "$stale"
     done
     mv "$partial" "$root"
+    PARTIAL=""
     printf '%s\n' "$root" >"$OUT/root.txt"
 }
 
@@ -235,6 +238,7 @@ cleanup() {
     done
     MOUNTS=()
     if [[ -n $WORK ]]; then remove_tree "$WORK"; fi
+    if [[ -n $PARTIAL ]]; then unmount_under "$PARTIAL"; fi
 }
 
 # Everything in the root runs emulated as a Pi 4's CPU: with qemu's default `max` CPU,
@@ -263,6 +267,7 @@ main() {
     exec 9>"$CACHE_DIR/lock"
     flock 9  # one run at a time uses (or makes) the cache
 
+    trap cleanup EXIT
     phase "bootstrap"
     cached_root
     if [[ $BOOTSTRAP_ONLY -eq 1 ]]; then
@@ -270,7 +275,6 @@ main() {
         say "root ready: $(cat "$OUT/root.txt") ($(cat "$OUT/cache.txt"), $(cat "$OUT/timings.txt"))"
         return
     fi
-    trap cleanup EXIT
     phase "prepare_root"
     prepare_root
     local clips_in_root=() name

@@ -68,7 +68,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_every_check_passes(check):
     result, _, summary = check
     assert result.returncode == 0 and summary["ok"], result.stdout + result.stderr
-    assert summary["cpu"] == "cortex-a72"
+    assert summary["cpu"] == os.environ.get("SERD_PI_CPU", "cortex-a72")
 
 
 def test_analyze_gives_x86_labels_within_one_int8_step(check):
@@ -105,4 +105,6 @@ def test_install_pi_completes_and_says_systemd_is_absent(check):
     log = (out / "install-pi.log").read_text(encoding="utf-8")
     assert summary["install"]["exit"] == 0, log
     assert "serd.service installed but not enabled or started" in log
-    assert "binary wheels only" in log
+    # Only serd itself (a source checkout) was built; every dependency came as a wheel.
+    assert summary["install"]["built_from_source"] == ["serd"], log
+    assert {"numpy", "pyzmq", "ai-edge-litert", "soundfile", "soxr", "serd"} <= set(summary["install"]["installed"])

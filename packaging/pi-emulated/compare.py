@@ -116,11 +116,19 @@ def summarise_install(out: Path) -> dict:
     log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
     status_path = out / "install-pi.status"
     status = int(status_path.read_text().strip()) if status_path.is_file() else None
+    # pip names what it had to build from source; with --only-binary=:all: that may be
+    # serd itself (a checkout is a source tree) and nothing else.
+    built = sorted({name.strip() for line in log.splitlines() if "Building wheels for collected packages:" in line
+                    for name in line.split(":", 1)[1].split(",")})
+    installed = sorted({name.rsplit("-", 1)[0] for line in log.splitlines() if "Successfully installed" in line
+                        for name in line.split("Successfully installed", 1)[1].split()})
+    systemd_said = "serd.service installed but not enabled or started" in log
     return {
         "exit": status,
-        "binary_wheels_only": "--only-binary=:all:" in log or "binary wheels only" in log,
-        "systemd_not_started_said": "not enabled or started" in log,
-        "ok": status == 0 and "not enabled or started" in log,
+        "built_from_source": built,
+        "installed": installed,
+        "systemd_not_started_said": systemd_said,
+        "ok": status == 0 and built == ["serd"] and "ai-edge-litert" in installed and systemd_said,
     }
 
 
