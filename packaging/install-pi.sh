@@ -69,6 +69,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+# systemd's own test (sd_booted): it is PID 1 only if it made /run/systemd/system.
 have_systemd() { [[ -d /run/systemd/system ]]; }
 
 preflight() {
@@ -210,6 +211,10 @@ install_unit() {
     say "installing $UNIT_PATH"
     run install -m 0644 "$REPO_DIR/systemd/serd.service" "$UNIT_PATH"
     if ! have_systemd; then
+        # A chroot, a container or an image being built: there is no service manager
+        # to enable or start the unit with. Said plainly rather than pretended.
+        say "systemd is not running here: serd.service installed but not enabled or started"
+        say "on the booted system: sudo systemctl enable --now serd"
         return
     fi
     run systemctl daemon-reload

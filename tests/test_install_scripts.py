@@ -28,7 +28,8 @@ PACKAGING = REPO_ROOT / "packaging"
 INSTALL = PACKAGING / "install-pi.sh"
 UNINSTALL = PACKAGING / "uninstall-pi.sh"
 CHECK_WHEELS = PACKAGING / "check-pi-wheels.sh"
-SCRIPTS = (INSTALL, UNINSTALL, CHECK_WHEELS)
+PI_EMULATED_CHECK = PACKAGING / "pi-emulated-check.sh"  # run for real in tests/test_pi_emulated.py
+SCRIPTS = (INSTALL, UNINSTALL, CHECK_WHEELS, PI_EMULATED_CHECK)
 MODEL_NAME = "serd-emotion6-int8"
 INSTALLED_MODEL = f"/opt/serd/models/{MODEL_NAME}.tflite"
 SCRIPT_TIMEOUT_S = 60
@@ -145,6 +146,8 @@ def test_install_dry_run_plans_the_whole_install(checkout, system_untouched):
         assert ["systemctl", "restart", "--no-block", "serd.service"] in commands
     else:
         assert "systemd is not running here" in result.stderr
+        assert "not enabled or started" in result.stdout
+        assert not [argv for argv in commands if argv[0] == "systemctl"], commands
 
 
 def test_install_dry_run_config_edit_sets_the_model_path(checkout, system_untouched, tmp_path):
