@@ -52,6 +52,13 @@ class FeatureParams:
     """Power floor before the log (-140 dB): only keeps log10 finite; the relative clamp does the work."""
     top_db: float = 60.0
     """Values more than this below the window's loudest cell are clamped (librosa's top_db)."""
+    band_mean: bool = False
+    """Subtract each mel band's mean over the window's frames before standardising.
+
+    A microphone, a room and a voice's long-term timbre are (nearly) fixed filters: a
+    constant dB offset per band. Removing the per-band mean removes them; what is left is
+    how each band moves within the window. Older sidecars lack the key (False).
+    """
 
     @property
     def window_samples(self) -> int:
@@ -68,7 +75,7 @@ class FeatureParams:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["normalisation"] = "per-window standardisation (mean 0, std 1)"
+        d["normalisation"] = ("per-band mean removed, then " if self.band_mean else "") + "per-window standardisation (mean 0, std 1)"
         d["stft"] = "power, hann(win_length) centred in n_fft, center=False"
         d["mel"] = "slaney scale, slaney norm"
         return d
@@ -76,6 +83,7 @@ class FeatureParams:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureParams":
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {"band_mean": False, **d}  # added in serd 0.2
         missing = names - set(d)
         if missing:
             raise ValueError(f"feature parameters lack {sorted(missing)}")
@@ -160,10 +168,10 @@ class LogMel:
         db = 10.0 * np.log10(np.maximum(mel_power, self.params.amin))
         return np.maximum(db, db.max() - self.params.top_db)
 
-    @staticmethod
-    def standardise(db: np.ndarray) -> np.ndarray:
-        # Per-window: removes recording level and gain, which say nothing about emotion.
-        centred = db - db.mean()
+    def standardise(self, db: np.ndarray) -> np.ndarray:
+        # Per-window: removes recording level and gain, which say nothing about emotion;
+        # with band_mean, per band too (the channel's and the voice's fixed colouring).
+        centred = db - (db.mean(axis=1, keepdims=True) if self.params.band_mean else db.mean())
         return (centred / (centred.std() + 1e-3)).astype(np.float32)
 
     def __call__(self, window: np.ndarray) -> np.ndarray:

@@ -51,6 +51,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps instead of --epochs (more data needs fewer passes)")
     p.add_argument("--crops-per-clip", type=int, default=2, help="training windows per clip per epoch (default: %(default)s)")
     p.add_argument("--reverb-rt60", default="0.2,0.8", help="reverberation RT60 range in seconds (default: %(default)s)")
+    p.add_argument("--band-mean", action="store_true",
+                   help="features: remove each mel band's mean per window (the channel's and voice's fixed colouring)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 32 (serd_cnn), 16 (study)")
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-3 (serd_cnn), 1e-3 (study)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
@@ -104,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
     from serd.train.fit import FitSettings, train_split
     from serd.train.splits import actor_folds, corpus_holdout, holdout_actors, holdout_speakers, seed_protocol, speaker_folds
 
-    params = FeatureParams()
+    params = FeatureParams(band_mean=args.band_mean)
     off = [a for a in args.augment_off.split(",") if a]
     try:
         specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
