@@ -38,7 +38,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import sounds  # noqa: E402
 from serd.features import level_dbfs  # noqa: E402
-from serd.train.augment import mix_at_snr  # noqa: E402
 
 WINDOW = 32_000
 """2 s at 16 kHz: FeatureParams().window_samples, the window the daemon cuts."""
@@ -89,7 +88,7 @@ def build_set(root: Path, per_corpus: int, per_kind: int) -> list[Item]:
         for kind in sounds.BACKGROUND_NOISES:
             noise = sounds.NOISES[kind](WINDOW, rng)
             for snr in SNRS_DB:
-                mixed = mix_at_snr(sounds.at_level(speech, MIX_SPEECH_DBFS), noise, snr)
+                mixed = sounds.mix_at_snr(sounds.at_level(speech, MIX_SPEECH_DBFS), noise, snr)
                 items.append(Item(f"snr{snr}", True, split, mixed, f"{path.name}+{kind}"))
     for kind, make in {**sounds.NOISES, "corpus_silence": None}.items():
         for i in range(per_kind):
