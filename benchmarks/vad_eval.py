@@ -5,7 +5,8 @@
 The evaluation set (built here from tests/sounds.py, the same each run):
 - speech: 2 s windows (the daemon's window) over the spoken part of RAVDESS and nEMO clips
   ($SERD_DATA, default ../shared/data), clean at -20/-35/-45 dBFS, and at -30 dBFS under
-  white, pink, brown and fan noise at 20, 10 and 5 dB SNR (RMS over the window);
+  white, pink, brown and fan noise at 20, 10 and 5 dB SNR (RMS over the window); and a
+  short answer: 0.5 s of the utterance alone in the window over a quiet room;
 - non-speech: white/pink/brown noise, fan/HVAC hum, clapping, footsteps, door slams, keyboard
   clicks, chord music, and the corpora's non-speech parts (breaths, the room between takes),
   each at -45..-15 dBFS, so every one of them passes today's -55 dBFS level gate.
@@ -45,6 +46,9 @@ GATE_DBFS = -55.0
 CLEAN_LEVELS_DBFS = (-20.0, -35.0, -45.0)
 MIX_SPEECH_DBFS = -30.0
 SNRS_DB = (20, 10, 5)
+SHORT_S = 0.5
+"""A short answer ("No!", "Yes"): this much of an utterance alone in a window, over a quiet room."""
+SPEECH_GROUPS = ("clean", "short", *(f"snr{s}" for s in SNRS_DB))
 NON_SPEECH_LEVELS_DBFS = (-45.0, -15.0)
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 TARGET_FALSE_ACCEPT = 0.05
@@ -85,6 +89,7 @@ def build_set(root: Path, per_corpus: int, per_kind: int) -> list[Item]:
         shouted = sounds.is_shouted(path)
         for level in CLEAN_LEVELS_DBFS:
             items.append(Item("clean", True, split, sounds.at_level(speech, level), path.name, shouted))
+        items.append(Item("short", True, split, sounds.short_utterance(speech, WINDOW, SHORT_S, rng), path.name))
         for kind in sounds.BACKGROUND_NOISES:
             noise = sounds.NOISES[kind](WINDOW, rng)
             for snr in SNRS_DB:
@@ -173,11 +178,11 @@ def rates(items: list[Item], shares: np.ndarray, threshold: float, split: str) -
 
 
 def choose_threshold(items: list[Item], shares: np.ndarray) -> float:
-    """On the tune half: the most speech kept (mean over clean and the three SNRs) minus the non-speech
+    """On the tune half: the most speech kept (mean over clean, short and the three SNRs) minus the non-speech
     accepted; of equals, the highest threshold (the most margin against sounds not in this set)."""
     def score(t: float) -> tuple[float, float]:
         r = rates(items, shares, t, "tune")
-        return (round(np.mean([r[g] for g in ("clean", *(f"snr{s}" for s in SNRS_DB))]) - r["non_speech"], 6), t)
+        return (round(np.mean([r[g] for g in SPEECH_GROUPS]) - r["non_speech"], 6), t)
     return max(score(t) for t in THRESHOLDS)[1]
 
 
@@ -238,6 +243,10 @@ def port_agreement(onnx_path: Path, windows: list[np.ndarray]) -> float | None:
     from silero_vad_weights import ONNX_NAMES
 
     found = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(onnx_path)).graph.initializer}
+    if not set(ONNX_NAMES.values()) <= set(found):
+        print(f"vad_eval: numpy-vs-onnxruntime check needs silero_vad_16k_op15.onnx, not {onnx_path.name}",
+              file=sys.stderr)
+        return None
     port = SileroVad({k: found[v].astype(np.float32) for k, v in ONNX_NAMES.items()})
     reference = SileroOnnxCandidate(onnx_path)
     return float(max(np.abs(port.chunk_probs(w) - reference.chunk_probs(w)).max() for w in windows))
@@ -265,7 +274,7 @@ def main() -> None:
     parser.add_argument("--per-corpus", type=int, default=96, help="speech clips from each corpus")
     parser.add_argument("--per-kind", type=int, default=40, help="windows of each non-speech kind")
     parser.add_argument("--silero-onnx", type=Path, default=None,
-                        help="silero_vad.onnx from the silero-vad wheel: also run it through onnxruntime")
+                        help="silero_vad_16k_op15.onnx from the silero-vad wheel: also run it through onnxruntime")
     parser.add_argument("--silero-weights", type=Path, action="append", default=[],
                         help="other Silero .safetensors weights to compare with serd's")
     parser.add_argument("--install-sizes", action="store_true", help="also download the aarch64 wheels to size them")
@@ -290,10 +299,12 @@ def main() -> None:
         shares = np.array([detector.voiced_share(i.samples) for i in items])
         print(f"vad_eval: {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
         threshold = choose_threshold(items, shares)
+        results.setdefault("shares", {})[name] = [round(float(x), 4) for x in shares]
         table[name] = {"threshold": threshold, "test": rates(items, shares, threshold, "test"),
                        "tune": rates(items, shares, threshold, "tune"),
                        "ms": 1000 * time_per_window(detector.voiced_share, timing_windows)}
     results["candidates"] = table
+    results["items"] = [{"group": i.group, "split": i.split, "source": i.source, "shouted": i.shouted} for i in items]
     results["streaming_ms"] = 1000 * streaming_time()
     if args.silero_onnx:
         results["numpy_vs_onnxruntime"] = port_agreement(args.silero_onnx, [i.samples for i in items[::50]])
@@ -303,24 +314,24 @@ def main() -> None:
             "onnxruntime (with its dependencies)": ["onnxruntime"],
             "silero-vad (the model files, without torch)": ["--no-deps", "silero-vad"],
         })
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    if args.json:  # with every window's share, to study other thresholds without a re-run
+        args.json.write_text(json.dumps(results))
     print(report(results, items))
 
 
 def report(r: dict, items: list[Item]) -> str:
-    kinds = [g for g in dict.fromkeys(i.group for i in items) if not g.startswith(("clean", "snr"))]
+    kinds = list(dict.fromkeys(i.group for i in items if not i.speech))
     n_test = sum(i.split == "test" for i in items)
     lines = [f"{r['windows']['speech']} speech and {r['windows']['non_speech']} non-speech windows; figures on the "
              f"test half ({n_test} windows), thresholds chosen on the tune half. Model inference in the same run: "
              f"{r['model_ms']:.3f} ms per window.", "",
-             "| detector | threshold | speech kept: clean / 20 / 10 / 5 dB SNR | shouted (clean) | non-speech accepted | CPU per window |",
-             "|---|---|---|---|---|---|"]
+             "| detector | threshold | speech kept: clean / 20 / 10 / 5 dB SNR | short (0.5 s) | shouted (clean) "
+             "| non-speech accepted | CPU per window |", "|---|---|---|---|---|---|---|"]
     for name, c in r["candidates"].items():
         t = c["test"]
         ratio = f"{c['ms']:.2f} ms ({c['ms'] / r['model_ms']:.1f}× the model)" if c["ms"] else "0"
         lines.append(f"| {name} | {c['threshold'] if c['threshold'] is not None else '–'} | "
-                     f"{t['clean']:.1%} / {t['snr20']:.1%} / {t['snr10']:.1%} / {t['snr5']:.1%} | {t['shouted']:.1%} | "
+                     f"{t['clean']:.1%} / {t['snr20']:.1%} / {t['snr10']:.1%} / {t['snr5']:.1%} | {t['short']:.1%} | {t['shouted']:.1%} | "
                      f"{t['non_speech']:.1%} | {ratio} |")
     lines += ["", "Non-speech accepted as speech, by kind (test half):", "",
               "| detector | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]

@@ -208,6 +208,16 @@ def speech_window(x: np.ndarray, n: int) -> np.ndarray:
     return x[start : start + n].copy()
 
 
+def short_utterance(speech: np.ndarray, n: int, seconds: float, rng: np.random.Generator,
+                    level_dbfs: float = -25.0, room_below_db: float = 40.0) -> np.ndarray:
+    """The loudest `seconds` of `speech` alone at a random place in `n` samples of a quiet room (pink noise)."""
+    piece = speech_window(speech, int(seconds * SAMPLE_RATE))
+    out = at_level(pink(n, rng), level_dbfs - room_below_db).astype(np.float64)
+    start = int(rng.integers(0, n - piece.shape[0]))
+    out[start : start + piece.shape[0]] += at_level(piece, level_dbfs)
+    return out.astype(np.float32)
+
+
 def quiet_parts(x: np.ndarray, below_peak_db: float = 35.0, frame: int = 160) -> np.ndarray:
     """The frames of a clip more than `below_peak_db` under its loudest frame: silence, breaths, the room."""
     levels = frame_levels_db(x, frame)
