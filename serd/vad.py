@@ -28,7 +28,7 @@ import numpy as np
 VAD_KINDS = ("energy", "silero")
 """`energy`: the level gate alone (every loud window is speech); `silero`: level gate, then Silero VAD."""
 DEFAULT_VAD = "silero"
-DEFAULT_THRESHOLD = 0.2
+DEFAULT_THRESHOLD = 0.15
 """Share of a window's 32 ms chunks that must hold a voice (chosen in benchmarks/vad_eval.py)."""
 WEIGHTS_NAME = "silero_vad_16k.safetensors"
 SAMPLE_RATE = 16_000
