@@ -218,12 +218,18 @@ def short_utterance(speech: np.ndarray, n: int, seconds: float, rng: np.random.G
     return out.astype(np.float32)
 
 
-def quiet_parts(x: np.ndarray, below_peak_db: float = 35.0, frame: int = 160) -> np.ndarray:
-    """The frames of a clip more than `below_peak_db` under its loudest frame: silence, breaths, the room."""
+def quiet_parts(x: np.ndarray, within_db: float = 30.0, guard_s: float = 0.15, frame: int = 160) -> np.ndarray:
+    """What a clip holds before its first word and after its last: the room, breaths, lip noise.
+
+    Speech is every 10 ms frame within `within_db` of the loudest one; `guard_s` around it
+    is left out too, so soft onsets and the decay of the last word stay with the speech.
+    (Gaps between words are not taken: they hold weak consonants, which are speech.)
+    """
     levels = frame_levels_db(x, frame)
-    keep = levels < levels.max() - below_peak_db
-    frames = x[: levels.shape[0] * frame].reshape(-1, frame)
-    return frames[keep].reshape(-1)
+    loud = np.flatnonzero(levels >= levels.max() - within_db)
+    guard = int(guard_s * SAMPLE_RATE)
+    onset, offset = loud[0] * frame - guard, (loud[-1] + 1) * frame + guard
+    return np.concatenate((x[: max(0, onset)], x[min(x.shape[0], offset) :]))
 
 
 def ravdess_clips(root: Path) -> list[Path]:
@@ -256,7 +262,7 @@ def corpus_silence(clips: list[Path], n: int, rng: np.random.Generator) -> np.nd
     pieces, total = [], 0
     while total < n:
         part = quiet_parts(read_clip(clips[int(rng.integers(len(clips)))]))
-        if part.shape[0] >= 1600 and rms(part) > 1e-5:  # skip exact digital silence: nothing to hear
+        if part.shape[0] >= 1600 and rms(part) > 1e-5:  # skip exact digital silence (a RAVDESS artefact)
             pieces.append(part)
             total += part.shape[0]
     return _unit(np.concatenate(pieces)[:n])
