@@ -187,46 +187,47 @@ def choose_threshold(items: list[Item], shares: np.ndarray) -> float:
     return max(score(t) for t in THRESHOLDS)[1]
 
 
-def time_per_window(fn, windows: list[np.ndarray], repeat: int = 3) -> float:
-    """Median seconds of one call over the windows (after a warm-up)."""
-    for w in windows[:3]:
-        fn(w)
-    samples = []
+def interleaved_times(calls: dict[str, object], n_windows: int, repeat: int = 3) -> dict[str, float]:
+    """Median seconds of one call of each `calls[name](i)`, i over the windows, the names taking turns
+    window by window: whatever else the machine is doing weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for name, call in calls.items():  # warm-up
+        call(0)
     for _ in range(repeat):
-        for w in windows:
-            t = time.perf_counter()
-            fn(w)
-            samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+        for i in range(n_windows):
+            for name, call in calls.items():
+                t = time.perf_counter()
+                call(i)
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def model_time(windows: list[np.ndarray]) -> float:
-    """The shipped model's own inference time per window, measured in this run as the yardstick."""
+def model_call(windows: list[np.ndarray]):
+    """The shipped model's own inference on each window's features: the yardstick for the detectors' cost."""
     from serd.features import LogMel
     from serd.model import Model, resolve_model_path
 
     model = Model(resolve_model_path("serd-emotion6-int8"))
-    features = [LogMel(model.params)(w) for w in windows[:20]]
-    return time_per_window(model.predict, features, repeat=10)
+    features = [LogMel(model.params)(w) for w in windows]
+    return lambda i: model.predict(features[i])
 
 
-def streaming_time() -> float:
-    """serd's detector as the daemon runs it: windows of a continuous recording at a 0.5 s hop, each 32 ms
-    chunk judged once (serd.vad.VoiceStream). Median seconds per window."""
+def streaming_call():
+    """serd's detector as the daemon runs it: the windows of a continuous recording at a 0.5 s hop in order,
+    each 32 ms chunk judged once (serd.vad.VoiceStream); call i is window i, call 0 starts the stream afresh."""
     import soundfile
 
     from serd.vad import VoiceStream, make_detector
 
     audio, _ = soundfile.read(str(ROOT / "examples" / "demo.flac"), dtype="float32")
-    starts = range(0, audio.shape[0] - WINDOW, WINDOW // 4)
-    times = []
-    for _ in range(5):
-        stream = VoiceStream(make_detector("silero", 16000))
-        for start in starts:
-            t = time.perf_counter()
-            stream.voiced_share(audio[start : start + WINDOW], start)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    starts = list(range(0, audio.shape[0] - WINDOW, WINDOW // 4))
+    stream = VoiceStream(make_detector("silero", 16000))
+
+    def call(i: int) -> None:
+        if i == 0:
+            stream.reset()
+        stream.voiced_share(audio[starts[i] : starts[i] + WINDOW], starts[i])
+    return call, len(starts)
 
 
 def port_agreement(onnx_path: Path, windows: list[np.ndarray]) -> float | None:
@@ -290,12 +291,16 @@ def main() -> None:
     print(f"vad_eval: {len(items)} windows built in {time.perf_counter() - started:.0f} s "
           f"({below} below the level gate)", file=sys.stderr)
     results = {"windows": {"speech": sum(i.speech for i in items), "non_speech": sum(not i.speech for i in items)}}
-    yardstick = model_time([i.samples for i in items[:20]])
-    results["model_ms"] = yardstick * 1000
     energy = np.ones(len(items))
     table = {"energy gate only": {"threshold": None, "test": rates(items, energy, 0.5, "test"), "ms": 0.0}}
-    timing_windows = [i.samples for i in items[:: max(1, len(items) // 100)]]
-    for name, detector in candidates(args).items():
+    stream, n_stream = streaming_call()
+    timing_windows = [i.samples for i in items[:: max(1, len(items) // n_stream)]][:n_stream]
+    detectors = candidates(args)
+    calls = {"model": model_call(timing_windows), "streaming": stream}
+    calls.update({name: (lambda i, d=d: d.voiced_share(timing_windows[i])) for name, d in detectors.items()})
+    seconds = interleaved_times(calls, len(timing_windows))
+    results["model_ms"] = seconds["model"] * 1000
+    for name, detector in detectors.items():
         t = time.perf_counter()
         shares = np.array([detector.voiced_share(i.samples) for i in items])
         print(f"vad_eval: {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -304,10 +309,10 @@ def main() -> None:
         missed = sorted({i.source.split("+")[0] for i, x in zip(items, shares) if i.speech and x < threshold})
         table[name] = {"threshold": threshold, "test": rates(items, shares, threshold, "test"), "missed": missed,
                        "tune": rates(items, shares, threshold, "tune"),
-                       "ms": 1000 * time_per_window(detector.voiced_share, timing_windows)}
+                       "ms": 1000 * seconds[name]}
     results["candidates"] = table
     results["items"] = [{"group": i.group, "split": i.split, "source": i.source, "shouted": i.shouted} for i in items]
-    results["streaming_ms"] = 1000 * streaming_time()
+    results["streaming_ms"] = 1000 * seconds["streaming"]
     if args.silero_onnx:
         results["numpy_vs_onnxruntime"] = port_agreement(args.silero_onnx, [i.samples for i in items[::50]])
     if args.install_sizes:
@@ -342,7 +347,7 @@ def report(r: dict, items: list[Item]) -> str:
     serd = r["candidates"].get("silero, numpy (serd)")
     if serd:
         lines += ["", f"Clips of which serd's detector missed at least one speech window (both halves): "
-                  + ", ".join(f"`{m}`" for m in serd["missed"]) + "."]
+                  + (", ".join(f"`{m}`" for m in serd["missed"]) or "none") + "."]
     lines += ["", f"serd's detector as `run` and `analyze` use it (a continuous recording, 0.5 s hop, each chunk judged "
               f"once): {r['streaming_ms']:.2f} ms per window ({r['streaming_ms'] / r['model_ms']:.1f}× the model)."]
     if r.get("numpy_vs_onnxruntime") is not None:

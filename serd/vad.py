@@ -28,7 +28,7 @@ import numpy as np
 VAD_KINDS = ("energy", "silero")
 """`energy`: the level gate alone (every loud window is speech); `silero`: level gate, then Silero VAD."""
 DEFAULT_VAD = "silero"
-DEFAULT_THRESHOLD = 0.15
+DEFAULT_THRESHOLD = 0.1
 """Share of a window's 32 ms chunks that must hold a voice (chosen in benchmarks/vad_eval.py)."""
 WEIGHTS_NAME = "silero_vad_16k.safetensors"
 SAMPLE_RATE = 16_000
@@ -133,7 +133,7 @@ class SileroVad:
         h = np.sqrt(spectrum[..., : self._bins] ** 2 + spectrum[..., self._bins :] ** 2)
         for weight, bias, stride in self._convs:
             h = _conv1d(h, weight, bias, stride)
-        gates_in = h[:, 0, :] @ self._w_ih + self._b_lstm
+        gates_in = _matmul(h[:, 0, :], self._w_ih) + self._b_lstm
         hidden, cell = state
         outputs = np.empty((chunks.shape[0], self._hidden), dtype=np.float32)
         n = self._hidden
