@@ -28,7 +28,7 @@ from serd.config import EX_CONFIG
 def files(sample_clip_paths):
     """A real clip, bad files of every kind, and short, silent and multichannel recordings."""
     with short_tmpdir("serd-analyze-") as d:
-        # Not clip 1: Actor 6 shouting into clipping is no voice to Silero (benchmarks/RESULTS.md).
+        # Not clip 1: Actor 6 shouting (strong angry) is no voice to Silero (benchmarks/RESULTS.md).
         clip = load_clip(sample_clip_paths[3])
         (d / "empty.wav").write_bytes(b"")
         (d / "text.wav").write_text("this is not audio, only text pretending to be a wav file\n" * 20)

@@ -29,7 +29,7 @@ HOP = 8_000
 UPSTREAM_SHA256 = "c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1"
 """silero_vad/data/silero_vad_16k.safetensors in the silero-vad 6.2.3 wheel on PyPI."""
 SPEECH_CLIPS = (0, 2, 3, 4)
-"""SAMPLE_CLIPS that are plain speech to Silero (1, Actor 6 shouting into clipping, is not: see RESULTS.md)."""
+"""SAMPLE_CLIPS that are plain speech to Silero (1, Actor 6 shouting, strong angry, is not: see RESULTS.md)."""
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from serd.config import EX_CONFIG
 NOISE_DBFS = -30.0
 SNR_DB = 10.0
 SPEECH_CLIPS = (0, 2, 3, 4)
-"""SAMPLE_CLIPS Silero hears as speech (not 1: Actor 6 shouting into clipping, see RESULTS.md, Speech gate)."""
+"""SAMPLE_CLIPS Silero hears as speech (not 1: Actor 6 shouting, strong angry, see RESULTS.md, Speech gate)."""
 
 
 @pytest.fixture(scope="module")
