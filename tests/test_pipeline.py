@@ -29,7 +29,7 @@ def model(tiny_model_int8) -> Model:
 def audio(sample_clip_paths) -> np.ndarray:
     """Speech, a pause long enough to reset the smoothing, speech again, and a quiet tail.
 
-    Not clip 1 (Actor 6 shouting, clipped): the voice detector hears a voice in only 5 % of it
+    Not clip 1 (Actor 6 shouting, strong angry): the voice detector hears a voice in only 5 % of it
     (a limit of Silero on shouting, benchmarks/RESULTS.md, Speech gate), so it would not be speech here.
     """
     first = clip_then_quiet(load_clip(sample_clip_paths[2]), 3.5, 8.0)
