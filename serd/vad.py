@@ -9,9 +9,10 @@ probability of holding a voice, and calls the window speech when at least
 The detector is Silero VAD v5 (MIT licence, Silero Team), its 16 kHz weights
 (`models/silero_vad_16k.safetensors`, the unchanged file from the `silero-vad`
 6.2.3 wheel on PyPI) run here in numpy: the network is small (STFT, four
-1-D convolutions, one LSTM cell), so it needs neither onnxruntime (60 MB on a
+1-D convolutions, one LSTM cell), so it needs neither onnxruntime (62 MB on a
 Pi) nor torch, and the chunks' convolutions run as one batch per window, which
-makes it 10x cheaper than calling onnxruntime once per chunk.
+makes it 3x cheaper than calling onnxruntime once per chunk. Overlapping windows
+of a stream share chunks; `VoiceStream` judges each chunk once.
 `benchmarks/vad_eval.py` checks it against the ONNX model and measures it,
 WebRTC's VAD and the level gate alone on classroom noises (benchmarks/RESULTS.md,
 Speech gate): that is where the default and its threshold come from.
