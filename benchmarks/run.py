@@ -3,7 +3,7 @@
     python benchmarks/run.py [--model serd-emotion6-int8] [--clips 240] [--seed-style] > benchmarks/RESULTS.md
 
 Measures, on this machine, pinned to one core (taskset) where possible:
-- per-window time of each stage (ring buffer, level + gate, features, model, encode + send);
+- per-window time of each stage (ring buffer, level gate, voice detector, features, model, encode + send);
 - `analyze` speed as a multiple of real time, over RAVDESS clips;
 - the daemon at real time on the demo recording: CPU % of one core, RSS, latency from
   the end of a window (its last sample reaching serd) to a subscriber receiving it
@@ -64,6 +64,7 @@ def stage_times(model_path: Path) -> dict[str, float]:
     from serd.daemon import Daemon  # noqa: F401  (import cost is not measured here)
     from serd.features import LogMel, StreamingLogMel, level_dbfs
     from serd.gate import SpeechGate
+    from serd.vad import VoiceStream, make_detector
     from serd.messages import EmotionMessage, encode
     from serd.model import Model
     from serd.windows import WindowBuffer
@@ -84,6 +85,12 @@ def stage_times(model_path: Path) -> dict[str, float]:
             streaming.window_features(audio[start : start + params.window_samples], start)
     gate = SpeechGate(-55.0, 1)
     block = audio[:hop]
+    vad = make_detector(AnalysisSettings().vad, params.sample_rate)
+
+    def voice_pass():
+        stream = VoiceStream(vad)
+        for start in starts:
+            stream.voiced_share(audio[start : start + params.window_samples], start)
 
     def ring():
         buffer = WindowBuffer(params.window_samples, hop)
@@ -98,7 +105,9 @@ def stage_times(model_path: Path) -> dict[str, float]:
                              dict(zip(model.labels, model.predict(features).tolist())), "happy", 0.5, model.model_id)
     out = {
         "ring buffer (per window)": timed(ring, 200) / 5,
-        "level + gate": timed(lambda: gate.update(level_dbfs(window)), 2000),
+        "level gate": timed(lambda: gate.update(level_dbfs(window)), 2000),
+        "voice detector, one window from scratch": timed(lambda: vad.voiced_share(window), 50),
+        "voice detector, streaming (new chunks only: what run and analyze do)": timed(voice_pass, 5) / len(starts),
         "features, one window from scratch": timed(lambda: logmel(window), 500),
         "features, streaming (new frames only: what run and analyze do)": timed(streaming_pass, 20) / len(starts),
         "model (int8 TFLite)": timed(lambda: model.predict(features), 500),
@@ -107,25 +116,27 @@ def stage_times(model_path: Path) -> dict[str, float]:
     _ = block
     pub.close()
     context.term()
-    out["total per window (streaming features)"] = sum(v for k, v in out.items() if "from scratch" not in k)
+    out["total per window (streaming features and detector)"] = sum(v for k, v in out.items() if "from scratch" not in k)
     return out
 
 
-def analyze_speed(model_path: Path, clips: list[Path]) -> dict[str, float]:
+def analyze_speed(model_path: Path, clips: list[Path], vad: str) -> dict[str, float]:
+    """`serd analyze` over the clips with the speech gate `vad` (`energy`: the level gate alone)."""
     import soundfile
 
-    from serd.analysis import analyze_file
+    from serd.analysis import GateSettings, analyze_file
     from serd.model import Model
 
     model = Model(model_path)
+    gate = GateSettings(vad=vad)
     audio_s = sum(soundfile.info(str(c)).duration for c in clips)
-    analyze_file(clips[0], model, 0.5)
+    analyze_file(clips[0], model, 0.5, gate)
     t = time.perf_counter()
     for clip in clips:
-        analyze_file(clip, model, 0.5)
+        analyze_file(clip, model, 0.5, gate)
     elapsed = time.perf_counter() - t
     return {"clips": len(clips), "audio_s": audio_s, "seconds": elapsed, "x_realtime": audio_s / elapsed,
-            "ms_per_clip": 1000 * elapsed / len(clips)}
+            "ms_per_clip": 1000 * elapsed / len(clips), "vad": vad}
 
 
 def seed_style_speed(clips: list[Path]) -> dict[str, float]:
@@ -171,7 +182,8 @@ def proc_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def daemon_realtime(model_path: Path) -> dict[str, float]:
+def daemon_realtime(model_path: Path, vad: str) -> dict[str, float]:
+    """`serd run` on the demo recording at real time with speech gate `vad`, seen from a subscriber."""
     import zmq
 
     from serd.messages import EmotionMessage, StatusMessage, decode
@@ -184,12 +196,15 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
     sub.setsockopt(zmq.RECONNECT_IVL, 10)  # the endpoint appears when serd binds: find it quickly
     sub.connect(endpoint)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "serd", "run", "--source", str(DEMO), "--bind", endpoint, "--model", str(model_path)]
+    config = Path(tmp) / "serd.yaml"
+    config.write_text(f"analysis:\n  vad: {vad}\n")
+    cmd = [sys.executable, "-m", "serd", "run", "--config", str(config), "--source", str(DEMO), "--bind", endpoint,
+           "--model", str(model_path)]
     if hasattr(os, "sched_getaffinity"):
         cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
     spawned = time.time()
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, cwd=tmp)
-    latencies, first_emotion, running_at, first_lag = [], None, None, float("nan")
+    latencies, first_emotion, running_at, first_lag, gate = [], None, None, float("nan"), ""
     cpu_start = wall_start = None
     rss = []
     poller = zmq.Poller()
@@ -200,6 +215,7 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
         received = time.time()
         message = decode(sub.recv_multipart())
         if isinstance(message, StatusMessage):
+            gate = message.gate
             if message.state == "running" and message.seq == 1 and running_at is None:  # the state change
                 running_at = message.time
                 cpu_start, wall_start = proc_cpu_seconds(proc.pid), time.monotonic()
@@ -218,6 +234,7 @@ def daemon_realtime(model_path: Path) -> dict[str, float]:
     context.term()
     lat = np.array(latencies) * 1000
     return {
+        "gate": gate,
         "windows": len(latencies),
         "cpu_percent_of_one_core": 100 * (cpu_end - cpu_start) / (wall_end - wall_start),
         "rss_mb_max": max(rss),
@@ -251,9 +268,16 @@ def main() -> None:
         pin_to_one_core()
         print(json.dumps(seed_style_speed(clips)))
         return
-    daemon = daemon_realtime(model_path)  # before pinning this process: the daemon pins itself
+    from serd.config import AnalysisSettings
+
+    # Before pinning this process (the daemon pins itself); both gates, one after the other, so that the
+    # detector's cost shows under the same conditions whatever else the machine is doing.
+    daemon = daemon_realtime(model_path, AnalysisSettings().vad)
+    daemon_energy = daemon_realtime(model_path, "energy")
     pinned = pin_to_one_core()
-    results = {"stages_s": stage_times(model_path), "analyze": analyze_speed(model_path, clips), "daemon": daemon}
+    results = {"stages_s": stage_times(model_path), "analyze": analyze_speed(model_path, clips, AnalysisSettings().vad),
+               "analyze_energy": analyze_speed(model_path, clips, "energy"), "daemon": daemon,
+               "daemon_energy": daemon_energy}
     if args.seed_style:
         done = subprocess.run([args.seed_style_python, __file__, "--only-seed-style", "--clips", str(args.clips)],
                               capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -277,24 +301,30 @@ def report(r: dict) -> str:
              f"model `{m['model']}`.", "", "| stage | per window |", "|---|---|"]
     for stage, seconds in r["stages_s"].items():
         lines.append(f"| {stage} | {seconds * 1000:.3f} ms |")
-    a = r["analyze"]
-    lines += ["", f"`analyze`: {a['clips']} RAVDESS clips ({a['audio_s']:.0f} s of audio) in {a['seconds']:.2f} s: "
-              f"**{a['x_realtime']:.0f}× real time** on one core ({a['ms_per_clip']:.1f} ms per clip, hop 0.5 s)."]
+    a, e = r["analyze"], r["analyze_energy"]
+    lines += ["", f"`analyze` (speech gate `{a['vad']}`): {a['clips']} RAVDESS clips ({a['audio_s']:.0f} s of audio) in "
+              f"{a['seconds']:.2f} s: **{a['x_realtime']:.0f}× real time** on one core ({a['ms_per_clip']:.1f} ms per clip, "
+              f"hop 0.5 s); with the level gate alone (`--vad energy`): {e['x_realtime']:.0f}× ({e['ms_per_clip']:.1f} ms per clip)."]
     if "seed_style" in r:
         s = r["seed_style"]
         lines.append(f"Seed-style pipeline (librosa load + mel + Keras predict) on the same clips: "
                      f"{s['seconds']:.2f} s, {s['x_realtime']:.0f}× real time ({s['ms_per_clip']:.1f} ms per clip; "
                      f"plus {s['import_and_build_s']:.1f} s to import TensorFlow and build the model). "
                      f"**serd is {s['seconds'] / a['seconds']:.0f}× faster.**")
-    d = r["daemon"]
-    lines += ["", "Daemon at real time on examples/demo.flac (39 s, 75 windows), pinned to one core:", "",
-              "| figure | value |", "|---|---|",
-              f"| CPU, % of one core | {d['cpu_percent_of_one_core']:.2f} % |",
-              f"| RSS (max) | {d['rss_mb_max']:.1f} MB |",
-              f"| end of window → subscriber, p50 / p99 / max | {d['latency_ms_p50']:.2f} / {d['latency_ms_p99']:.2f} / {d['latency_ms_max']:.2f} ms |",
-              f"| start → `running` (imports, model load, bind, first audio block) | {d['start_to_running_s']:.2f} s |",
-              f"| start → first message (includes the 2 s of audio the first window needs) | {d['start_to_first_message_s']:.2f} s |",
-              f"| first message after the audio allows (2 s window) | {d['first_message_after_audio_allows_s']:.3f} s |"]
+    d, e = r["daemon"], r["daemon_energy"]
+    lines += ["", "Daemon at real time on examples/demo.flac (39 s, 75 windows), pinned to one core, with the "
+              f"speech gate `{d['gate']}` (the default) and, right after it, `{e['gate']}` (the level gate alone):", "",
+              f"| figure | `{d['gate']}` | `{e['gate']}` |", "|---|---|---|",
+              f"| CPU, % of one core | {d['cpu_percent_of_one_core']:.2f} % | {e['cpu_percent_of_one_core']:.2f} % |",
+              f"| RSS (max) | {d['rss_mb_max']:.1f} MB | {e['rss_mb_max']:.1f} MB |",
+              f"| end of window → subscriber, p50 / p99 / max | {d['latency_ms_p50']:.2f} / {d['latency_ms_p99']:.2f} / "
+              f"{d['latency_ms_max']:.2f} ms | {e['latency_ms_p50']:.2f} / {e['latency_ms_p99']:.2f} / {e['latency_ms_max']:.2f} ms |",
+              f"| start → `running` (imports, model load, bind, first audio block) | {d['start_to_running_s']:.2f} s | "
+              f"{e['start_to_running_s']:.2f} s |",
+              f"| start → first message (includes the 2 s of audio the first window needs) | "
+              f"{d['start_to_first_message_s']:.2f} s | {e['start_to_first_message_s']:.2f} s |",
+              f"| first message after the audio allows (2 s window) | {d['first_message_after_audio_allows_s']:.3f} s | "
+              f"{e['first_message_after_audio_allows_s']:.3f} s |"]
     return "\n".join(lines)
 
 

@@ -18,6 +18,10 @@ PY_VERSION=3.11
 
 # Keep in step with [project] dependencies in pyproject.toml
 # (tests/test_install_scripts.py checks that every one of them is here).
+# The speech gate's voice detector (serd/vad.py) adds nothing here: Silero VAD's weights
+# ship in models/ and run in numpy. onnxruntime (aarch64/cp311 wheels exist, 62 MB with its
+# dependencies) and webrtcvad-wheels were measured against it, not adopted
+# (benchmarks/RESULTS.md, Speech gate).
 RUNTIME_REQUIREMENTS=(
     "numpy>=1.24"
     "pyzmq>=25"

@@ -1,4 +1,4 @@
-"""Classifying a whole recording: windows -> gate -> features -> model -> averaged probs.
+"""Classifying a whole recording: windows -> gate (level, then voice) -> features -> model -> averaged probs.
 
 Used by `serd analyze`, `serd evaluate`, training validation and the dashboard's
 upload panel. The daemon runs the very same steps one window at a time
@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from serd.config import AnalysisSettings
 from serd.features import FeatureParams, StreamingLogMel, level_dbfs
-from serd.gate import SpeechGate
+from serd.gate import make_speech_gate
 from serd.labels import arousal_of
+from serd.vad import DEFAULT_THRESHOLD
 from serd.windows import Window, WindowBuffer
 
 PredictMany = Callable[[np.ndarray], np.ndarray]
@@ -25,6 +27,15 @@ PredictMany = Callable[[np.ndarray], np.ndarray]
 class GateSettings:
     threshold_dbfs: float = -55.0
     hangover: int = 1
+    vad: str = "energy"
+    """`energy` here by default: training and the model card's evaluation keep the level gate alone
+    (their clips are clean speech); `serd analyze`, `serd run` and the dashboard pass `analysis.vad`."""
+    vad_threshold: float = DEFAULT_THRESHOLD
+
+    @classmethod
+    def from_analysis(cls, settings: AnalysisSettings) -> "GateSettings":
+        """The gate of the daemon's `analysis.*` settings."""
+        return cls(settings.gate_dbfs, settings.hangover_windows, settings.vad, settings.vad_threshold)
 
 
 @dataclass
@@ -34,6 +45,8 @@ class WindowResult:
     speech: bool
     level_dbfs: float
     probs: np.ndarray | None = None
+    reason: str | None = None
+    """Why not speech: `below_gate` or `no_voice` (serd.gate)."""
 
 
 @dataclass
@@ -97,12 +110,13 @@ def gated(
 ) -> Iterator[tuple[WindowResult, np.ndarray | None]]:
     """Per window: its result so far (level, speech decision) and its features if it is speech."""
     logmel = StreamingLogMel(params)  # fresh per recording, like the daemon's per stream
-    speech_gate = SpeechGate(gate.threshold_dbfs, gate.hangover)
+    speech_gate = make_speech_gate(gate.threshold_dbfs, gate.hangover, gate.vad, gate.vad_threshold, params.sample_rate)
     for window in windows:
         level = level_dbfs(window.samples)
-        speech = speech_gate.update(level)
-        result = WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), speech, level)
-        features = logmel.window_features(window.samples, window.start_sample) if speech else None
+        decision = speech_gate.update(level, window.samples, window.start_sample)
+        result = WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), decision.speech,
+                              level, reason=decision.reason)
+        features = logmel.window_features(window.samples, window.start_sample) if decision.speech else None
         yield result, features
 
 
@@ -181,18 +195,22 @@ def result_to_json(result: AnalysisResult, name: str) -> dict:
         "label": result.label,
         "probs": None if probs is None else {k: round(float(p), 5) for k, p in zip(result.labels, probs)},
         "arousal": _rounded(arousal_of(probs, result.labels)),
-        "windows": [
-            {
-                "start": round(w.start_s, 4),
-                "end": round(w.end_s, 4),
-                "speech": w.speech,
-                "level_dbfs": round(w.level_dbfs, 2),
-                "probs": None if w.probs is None else {k: round(float(p), 5) for k, p in zip(result.labels, w.probs)},
-                "arousal": _rounded(arousal_of(w.probs, result.labels)),
-            }
-            for w in result.windows
-        ],
+        "windows": [window_json(w, result.labels) for w in result.windows],
     }
+
+
+def window_json(w: WindowResult, labels: tuple[str, ...]) -> dict:
+    out = {
+        "start": round(w.start_s, 4),
+        "end": round(w.end_s, 4),
+        "speech": w.speech,
+        "level_dbfs": round(w.level_dbfs, 2),
+        "probs": None if w.probs is None else {k: round(float(p), 5) for k, p in zip(labels, w.probs)},
+        "arousal": _rounded(arousal_of(w.probs, labels)),
+    }
+    if w.reason is not None:  # so a user can tell a too-high gate_dbfs from a too-strict vad_threshold
+        out["reason"] = w.reason
+    return out
 
 
 def _rounded(value: float | None) -> float | None:

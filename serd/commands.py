@@ -9,6 +9,7 @@ from pathlib import Path
 
 from serd.config import EX_CONFIG
 from serd.subcommand import add_command
+from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD, VAD_KINDS
 
 
 def add_parsers(subparsers) -> None:
@@ -24,6 +25,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--model", default="serd-emotion6-int8", help="model name or .tflite path (default: %(default)s)")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default: %(default)s)")
     p.add_argument("--gate-dbfs", type=float, default=-55.0, help="speech gate level (default: %(default)s)")
+    p.add_argument("--vad", choices=VAD_KINDS, default=DEFAULT_VAD,
+                   help="voice detector after the level gate, as analysis.vad (default: %(default)s)")
+    p.add_argument("--vad-threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="share of a window's chunks that must hold a voice (default: %(default)s)")
     p.set_defaults(func=analyze_command)
 
     p = add_command(
@@ -50,18 +55,24 @@ def add_parsers(subparsers) -> None:
 def analyze_command(args: argparse.Namespace) -> int:
     from serd.analysis import GateSettings, analyze_file, result_to_json
     from serd.audiofile import AudioFileError
+    from serd.gate import BELOW_GATE
     from serd.labels import arousal_of
     from serd.model import Model, ModelError, resolve_model_path
+    from serd.vad import VadError, make_detector
 
-    try:
-        model = Model(resolve_model_path(args.model))
-    except ModelError as exc:
-        print(f"serd: model error: {exc}", file=sys.stderr)
-        return EX_CONFIG
     if not args.hop > 0:
         print(f"serd: --hop must be > 0 seconds, got {args.hop}", file=sys.stderr)
         return 2
-    gate = GateSettings(threshold_dbfs=args.gate_dbfs, hangover=1)
+    if not 0.0 < args.vad_threshold <= 1.0:
+        print(f"serd: --vad-threshold must be a share in (0, 1], got {args.vad_threshold}", file=sys.stderr)
+        return 2
+    try:
+        model = Model(resolve_model_path(args.model))
+        make_detector(args.vad, model.params.sample_rate, args.vad_threshold)
+    except (ModelError, VadError) as exc:
+        print(f"serd: model error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    gate = GateSettings(args.gate_dbfs, 1, args.vad, args.vad_threshold)
     failed = 0
     for path in args.files:
         try:
@@ -78,7 +89,9 @@ def analyze_command(args: argparse.Namespace) -> int:
             continue
         speech = sum(w.speech for w in result.windows)
         if result.probs is None:
-            print(f"{path}: no speech ({len(result.windows)} windows, none above {args.gate_dbfs} dBFS)")
+            quiet = sum(w.reason == BELOW_GATE for w in result.windows)
+            print(f"{path}: no speech ({len(result.windows)} windows: {quiet} below {args.gate_dbfs} dBFS, "
+                  f"{len(result.windows) - quiet} without a voice)")
             continue
         ranked = sorted(zip(model.labels, result.probs), key=lambda kv: -kv[1])
         print(f"{path}: {result.label} ({ranked[0][1]:.0%}; {speech}/{len(result.windows)} windows with speech)")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD, VAD_KINDS
+
 EX_CONFIG = 78
 EX_INTERRUPTED = 130
 """Ctrl-C (SIGINT), by the shell's convention 128 + 2, for every command; SIGTERM is a clean stop (0)."""
@@ -57,7 +59,11 @@ class AnalysisSettings:
     hop_s: float = 0.5
     """Seconds between window starts (the window length comes from the model)."""
     gate_dbfs: float = -55.0
-    """Windows quieter than this RMS level (dBFS) are not classified."""
+    """Windows quieter than this RMS level (dBFS) are not classified (the cheap first stage)."""
+    vad: str = DEFAULT_VAD
+    """Second stage for windows above gate_dbfs: `silero` (a voice detector) or `energy` (none: every loud window)."""
+    vad_threshold: float = DEFAULT_THRESHOLD
+    """Share of a window's 32 ms chunks the detector must hear a voice in for the window to be speech."""
     hangover_windows: int = 1
     """Windows after a speech window that still count as speech."""
     smoothing_alpha: float = 0.3
@@ -210,6 +216,8 @@ def validate(s: Settings) -> Settings:
     a = s.analysis
     _check(0.05 <= a.hop_s <= 10.0, "analysis.hop_s", "0.05..10 seconds", a.hop_s)
     _check(-120.0 <= a.gate_dbfs <= 0.0, "analysis.gate_dbfs", "-120..0 dBFS", a.gate_dbfs)
+    _check(a.vad in VAD_KINDS, "analysis.vad", " or ".join(VAD_KINDS), a.vad)
+    _check(0.0 < a.vad_threshold <= 1.0, "analysis.vad_threshold", "a share in (0, 1]", a.vad_threshold)
     _check(0 <= a.hangover_windows <= 100, "analysis.hangover_windows", "0..100", a.hangover_windows)
     _check(0.0 < a.smoothing_alpha <= 1.0, "analysis.smoothing_alpha", "a number in (0, 1]", a.smoothing_alpha)
     _check(0.0 <= a.smoothing_reset_s <= 3600, "analysis.smoothing_reset_s", "0..3600 seconds", a.smoothing_reset_s)

@@ -107,6 +107,7 @@ class Daemon:
             rss_mb=rss_mb(),
             detail=self.detail,
             version=__version__,
+            gate=self.pipeline.gate.name,
         )
 
     def _send_status(self) -> None:
@@ -258,12 +259,13 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = self.reload_hook()
-        except ValueError as exc:  # ConfigError: keep running on the old settings
+            pipeline = WindowPipeline(self.model, new.analysis) if new.analysis != self.settings.analysis else None
+        except ValueError as exc:  # ConfigError, VadError: keep running on the old settings
             _LOGGER.error("reload refused, keeping the running config: %s", exc)
             self.notifier.ready(f"{self.state}")
             return
-        if new.analysis != self.settings.analysis:
-            self.pipeline = WindowPipeline(self.model, new.analysis)
+        if pipeline is not None:
+            self.pipeline = pipeline
             hop_samples = max(1, int(round(new.analysis.hop_s * self.rate)))
             if hop_samples != self.buffer.hop_samples:
                 self._stream_base += self.buffer.received

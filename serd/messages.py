@@ -128,6 +128,8 @@ class StatusMessage(_Topical):
     detail: str = ""
     """Human-readable reason for the state (e.g. why the source was lost)."""
     version: str = ""
+    gate: str = ""
+    """The speech gate in use: `energy` (level only) or `silero` (level, then a voice detector); "" from older serd."""
     schema: str = STATUS_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
     PREFIX: ClassVar[str] = STATUS_PREFIX

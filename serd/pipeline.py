@@ -1,4 +1,4 @@
-"""One window at a time: level -> gate -> features -> model -> smoothing.
+"""One window at a time: level -> gate (level, then voice) -> features -> model -> smoothing.
 
 The daemon's per-window step. `serd/analysis.py` runs the same gate, features
 and model over a whole file, so `run` and `analyze` agree on the same audio.
@@ -12,7 +12,7 @@ import numpy as np
 
 from serd.config import AnalysisSettings
 from serd.features import StreamingLogMel, level_dbfs
-from serd.gate import SpeechGate
+from serd.gate import make_speech_gate
 from serd.smoothing import Smoother
 from serd.windows import Window
 
@@ -25,6 +25,8 @@ class WindowOutcome:
     level_dbfs: float
     probs: np.ndarray | None
     smoothed: np.ndarray | None
+    reason: str | None = None
+    """Why not speech: `below_gate` or `no_voice` (serd.gate)."""
 
 
 class WindowPipeline:
@@ -32,7 +34,8 @@ class WindowPipeline:
         self.model = model
         self.params = model.params
         self.logmel = StreamingLogMel(model.params)
-        self.gate = SpeechGate(settings.gate_dbfs, settings.hangover_windows)
+        self.gate = make_speech_gate(settings.gate_dbfs, settings.hangover_windows, settings.vad,
+                                     settings.vad_threshold, model.params.sample_rate)
         self.smoother = Smoother(settings.smoothing_alpha, settings.smoothing_reset_s)
         self.invalid_outputs = 0
 
@@ -46,10 +49,11 @@ class WindowPipeline:
         rate = self.params.sample_rate
         start_s, end_s = window.start_s(rate), window.end_s(rate)
         level = level_dbfs(window.samples)
-        speech = self.gate.update(level)
+        decision = self.gate.update(level, window.samples, window.start_sample)
+        speech = decision.speech
         probs = self.model.predict(self.logmel.window_features(window.samples, window.start_sample)) if speech else None
         if probs is not None and not np.isfinite(probs).all():
             self.invalid_outputs += 1  # a broken model must not poison the moving average
             probs = None
         smoothed = self.smoother.update(probs, end_s)
-        return WindowOutcome(start_s, end_s, speech, level, probs, smoothed)
+        return WindowOutcome(start_s, end_s, speech, level, probs, smoothed, decision.reason)

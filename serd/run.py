@@ -74,6 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
     from serd.model import Model, ModelError, resolve_model_path
     from serd.publisher import Publisher, PublisherError
     from serd.sources import make_source
+    from serd.vad import VadError, make_detector
 
     try:
         settings = load_settings(args)
@@ -89,7 +90,8 @@ def run_command(args: argparse.Namespace) -> int:
             return 1
     try:
         model = Model(resolve_model_path(settings.model))
-    except ModelError as exc:
+        make_detector(settings.analysis.vad, model.params.sample_rate, settings.analysis.vad_threshold)
+    except (ModelError, VadError) as exc:
         print(f"serd: model error: {exc}", file=sys.stderr)
         return EX_CONFIG
     source = make_source(settings.source, model.params.sample_rate)

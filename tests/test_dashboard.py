@@ -431,7 +431,9 @@ def test_upload_returns_the_same_result_as_serd_analyze(start_dashboard, clip: P
     base = start_dashboard().url
     code, result = upload(base, clip.read_bytes(), clip.name)
     assert code == 200, result
-    expected = result_to_json(analyze_file(clip, Model(tiny_model_int8), 0.5, GateSettings(-55.0, 1)), clip.name)
+    defaults = DashboardSettings()  # the upload panel's gate: level, then the voice detector, as `serd analyze`
+    gate = GateSettings(defaults.gate_dbfs, 1, defaults.vad, defaults.vad_threshold)
+    expected = result_to_json(analyze_file(clip, Model(tiny_model_int8), 0.5, gate), clip.name)
     assert result["file"] == clip.name
     assert result["label"] == expected["label"] and result["label"] in LABELS
     assert result["probs"] == pytest.approx(expected["probs"], abs=1e-4)

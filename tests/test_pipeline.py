@@ -27,8 +27,12 @@ def model(tiny_model_int8) -> Model:
 
 @pytest.fixture(scope="module")
 def audio(sample_clip_paths) -> np.ndarray:
-    """Speech, a pause long enough to reset the smoothing, speech again, and a quiet tail."""
-    first = clip_then_quiet(load_clip(sample_clip_paths[1]), 3.5, 8.0)
+    """Speech, a pause long enough to reset the smoothing, speech again, and a quiet tail.
+
+    Not clip 1 (Actor 6 shouting, strong angry): the voice detector hears a voice in only 5 % of it
+    (a limit of Silero on shouting, benchmarks/RESULTS.md, Speech gate), so it would not be speech here.
+    """
+    first = clip_then_quiet(load_clip(sample_clip_paths[2]), 3.5, 8.0)
     second = clip_then_quiet(load_clip(sample_clip_paths[3]), 3.5, 3.0)
     return np.concatenate([first, second])
 
@@ -89,10 +93,11 @@ def test_pipeline_equals_analyze_windows(model, audio, reference):
     settings = AnalysisSettings()
     windows = file_windows([audio], model.params, settings.hop_s)
     result = analyze_windows(windows, model.params, model.labels, model_predict_many(model),
-                             GateSettings(settings.gate_dbfs, settings.hangover_windows))
+                             GateSettings.from_analysis(settings))
     assert len(result.windows) == len(reference)
     for analysed, outcome in zip(result.windows, reference):
         assert (analysed.start_s, analysed.end_s, analysed.speech) == (outcome.start_s, outcome.end_s, outcome.speech)
+        assert analysed.reason == outcome.reason
         assert analysed.level_dbfs == outcome.level_dbfs
         if analysed.probs is None:
             assert outcome.probs is None
@@ -123,12 +128,14 @@ def test_alpha_one_means_no_smoothing(model, audio):
 
 
 def test_gate_threshold_and_hangover(model):
+    """The level stage alone (`vad: energy`): loud noise passes it, as it did before the voice detector."""
     loud, quiet = noise(2.0, -30.0, seed=1), noise(3.0, -80.0, seed=2)
     audio = np.concatenate([quiet, loud, quiet, quiet])
-    levels_speech = [(o.level_dbfs, o.speech) for o in run_pipeline(model, audio, 1600, AnalysisSettings(hangover_windows=0))]
+    level_only = AnalysisSettings(hangover_windows=0, vad="energy")
+    levels_speech = [(o.level_dbfs, o.speech) for o in run_pipeline(model, audio, 1600, level_only)]
     assert all(speech == (level >= -55.0) for level, speech in levels_speech), levels_speech
     assert any(speech for _, speech in levels_speech)
-    with_hangover = run_pipeline(model, audio, 1600, AnalysisSettings(hangover_windows=2))
+    with_hangover = run_pipeline(model, audio, 1600, AnalysisSettings(hangover_windows=2, vad="energy"))
     speech = [o.speech for o in with_hangover]
     loud_flags = [s for _, s in levels_speech]
     last_loud = max(i for i, s in enumerate(loud_flags) if s)

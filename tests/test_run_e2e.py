@@ -68,7 +68,8 @@ def audio_dir():
 @pytest.fixture(scope="module")
 def speech_then_quiet(sample_clip_paths, audio_dir) -> np.ndarray:
     """float32 samples exactly as a 16-bit file holds them."""
-    samples = clip_then_quiet(load_clip(sample_clip_paths[1]), CLIP_S, QUIET_S)
+    # Not clip 1: Actor 6 shouting (strong angry) is no voice to Silero (benchmarks/RESULTS.md).
+    samples = clip_then_quiet(load_clip(sample_clip_paths[3]), CLIP_S, QUIET_S)
     return write_pcm16_wav(audio_dir / "speech.wav", samples).astype(np.float32) / 32768.0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serd.dashboard.state import HISTORY_S, STALE_AFTER_S
+from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD
 
 MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 20 * MB
@@ -38,6 +39,9 @@ class DashboardSettings:
     """Upload analysis: seconds between windows (as `serd analyze`)."""
     gate_dbfs: float = -55.0
     """Upload analysis: speech gate level (as `serd analyze`)."""
+    vad: str = DEFAULT_VAD
+    """Upload analysis: voice detector after the level gate (as `serd analyze`)."""
+    vad_threshold: float = DEFAULT_THRESHOLD
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 

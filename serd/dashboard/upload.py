@@ -78,7 +78,7 @@ class Analyzer:
                         f"the limit is {MAX_UPLOAD_DURATION_S / 60:.0f} min)",
                     )
                 audio.seek(0)
-                gate = GateSettings(threshold_dbfs=self.settings.gate_dbfs, hangover=1)
+                gate = GateSettings(self.settings.gate_dbfs, 1, self.settings.vad, self.settings.vad_threshold)
                 result = analyze_file(audio, model, self.settings.hop_s, gate)
             except AudioFileError as exc:
                 raise UploadError(HTTPStatus.BAD_REQUEST, str(exc)) from None

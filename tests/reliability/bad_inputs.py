@@ -6,7 +6,8 @@ recording. `expect` says what a user must get:
 
 - `ERROR`: one clear line naming the file (analyze: exit 1; run: exit 1), never a traceback;
 - `SPEECH`: a sane result with at least one classified window;
-- `NO_SPEECH`: a sane result with `label: null` (windows, if any, all below the gate);
+- `NO_SPEECH`: a sane result with `label: null` (windows, if any, below the level gate or
+  without a voice to the voice detector);
 - `EITHER`: the container is damaged in a way a decoder may reasonably read past or refuse;
   either a clear error or a sane result.
 
@@ -167,10 +168,11 @@ def cases() -> list[BadInput]:
         # -- valid containers, extreme content
         BadInput("header-no-frames.wav", NO_SPEECH, "a valid header with 0 frames", _bytes(wav_bytes(b""))),
         BadInput("one-sample.wav", NO_SPEECH, "1 quiet sample", _sound(np.array([0.01], np.float32))),
-        BadInput("one-loud-sample.wav", SPEECH, "1 sample at 0.9: one padded window at -46 dBFS",
+        BadInput("one-loud-sample.wav", NO_SPEECH, "1 sample at 0.9: one padded window at -46 dBFS, a click, no voice",
                  _sound(np.array([0.9], np.float32))),
         BadInput("silence.wav", NO_SPEECH, "3 s of digital zeros", _sound(np.zeros(3 * MODEL_RATE, np.float32))),
-        BadInput("nan-inf.wav", SPEECH, "float32 speech with 800 NaN/+inf/-inf samples", _float_wav(_with_non_finite())),
+        BadInput("nan-inf.wav", NO_SPEECH, "float32 speech with 800 NaN/+inf/-inf samples, read as 0/+1/-1: "
+                 "400 full-scale clicks the voice detector hears instead of the voice", _float_wav(_with_non_finite())),
         BadInput("all-nan.wav", NO_SPEECH, "float32, every sample NaN",
                  _float_wav(np.full(3 * MODEL_RATE, np.nan, np.float32))),
         BadInput("huge-floats.wav", SPEECH, "float32 speech scaled by 1e30", _float_wav(s * np.float32(1e30))),
@@ -184,7 +186,7 @@ def cases() -> list[BadInput]:
         BadInput("dc-offset-quiet-room.wav", NO_SPEECH, "a -70 dBFS noise floor on a 1 % DC offset (-40 dBFS)",
                  _sound(0.01 + _floor(5.0, -70.0))),
         BadInput("clipped.wav", SPEECH, "speech x30, clipped at full scale", _sound(np.clip(30 * s, -1, 1))),
-        BadInput("full-scale-square.wav", SPEECH, "a 220 Hz square wave at 0 dBFS", _sound(square)),
+        BadInput("full-scale-square.wav", NO_SPEECH, "a 220 Hz square wave at 0 dBFS: loud, no voice", _sound(square)),
         BadInput("speech.ogg", SPEECH, "valid Ogg Vorbis (the reference for the damaged ones)",
                  _sound(s, subtype="VORBIS", fmt="OGG")),
         # -- damaged valid files

@@ -3,7 +3,7 @@
     python tests/reliability/pcm_generator.py --hours 24 [--speed 40] | serd run --source -
 
 One cycle (`cycle()`) is the demo recording, then digital silence, then loud noise (above
-the speech gate: classified like speech), then a room's noise floor (below the gate); the
+the level gate, kept out by the voice detector), then a room's noise floor (below the gate); the
 cycle repeats until exactly `--hours` of audio are written. Writes come in seeded random
 sizes, odd byte counts included, so the daemon reassembles frames split across reads all
 run long. `--speed X` paces the output at X times real time (0: as fast as the pipe takes

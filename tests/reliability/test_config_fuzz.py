@@ -117,6 +117,8 @@ FIELDS: dict[str, Field] = {
     "analysis.hop_s": Field("number", in_range(0.05, 10.0), st.floats(0.05, 10.0)),
     "analysis.gate_dbfs": Field("number", in_range(-120.0, 0.0), st.floats(-120.0, 0.0)),
     "analysis.hangover_windows": Field("int", in_range(0, 100), st.integers(0, 100)),
+    "analysis.vad": Field("str", lambda v, c: v in ("energy", "silero"), st.sampled_from(["energy", "silero"])),
+    "analysis.vad_threshold": Field("number", in_range(0.0, 1.0, lo_open=True), st.floats(0.0, 1.0, exclude_min=True)),
     "analysis.smoothing_alpha": Field("number", in_range(0.0, 1.0, lo_open=True),
                                       st.floats(0.0, 1.0, exclude_min=True)),
     "analysis.smoothing_reset_s": Field("number", in_range(0.0, 3600), st.floats(0.0, 3600)),
@@ -238,6 +240,7 @@ RANGES = {"source.capture_rate": (4000, 384000), "source.channels": (1, 32), "so
           "source.block_s": (0.005, 2.0), "source.queue_blocks": (2, 100000), "source.reconnect_max_s": (0.5, 3600),
           "source.stall_timeout_s": (0.5, 3600), "analysis.hop_s": (0.05, 10.0), "analysis.gate_dbfs": (-120.0, 0.0),
           "analysis.hangover_windows": (0, 100), "analysis.smoothing_alpha": (0.0, 1.0),
+          "analysis.vad_threshold": (0.0, 1.0),
           "analysis.smoothing_reset_s": (0.0, 3600), "publisher.sndhwm": (1, 1_000_000),
           "publisher.linger_ms": (0, 60000), "publisher.status_interval_s": (0.2, 3600)}
 

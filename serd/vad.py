@@ -1,0 +1,239 @@
+"""Voice-activity detection: is there a voice in this window, or only sound?
+
+The second stage of the speech gate (`serd/gate.py`): the level gate drops
+silence for almost nothing first, and only windows loud enough reach the
+detector here. The detector splits a window into 32 ms chunks, gives each a
+probability of holding a voice, and calls the window speech when at least
+`threshold` of its chunks reach 0.5.
+
+The detector is Silero VAD v5 (MIT licence, Silero Team), its 16 kHz weights
+(`models/silero_vad_16k.safetensors`, the unchanged file from the `silero-vad`
+6.2.3 wheel on PyPI) run here in numpy: the network is small (STFT, four
+1-D convolutions, one LSTM cell), so it needs neither onnxruntime (62 MB on a
+Pi) nor torch, and the chunks' convolutions run as one batch per window, which
+makes it 3x cheaper than calling onnxruntime once per chunk. Overlapping windows
+of a stream share chunks; `VoiceStream` judges each chunk once.
+`benchmarks/vad_eval.py` checks it against the ONNX model and measures it,
+WebRTC's VAD and the level gate alone on classroom noises (benchmarks/RESULTS.md,
+Speech gate): that is where the default and its threshold come from.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+VAD_KINDS = ("energy", "silero")
+"""`energy`: the level gate alone (every loud window is speech); `silero`: level gate, then Silero VAD."""
+DEFAULT_VAD = "silero"
+DEFAULT_THRESHOLD = 0.1
+"""Share of a window's 32 ms chunks that must hold a voice (chosen in benchmarks/vad_eval.py)."""
+WEIGHTS_NAME = "silero_vad_16k.safetensors"
+SAMPLE_RATE = 16_000
+
+_SAFETENSORS_DTYPES = {"F32": "<f4"}
+
+
+class VadError(ValueError):
+    """The detector's weights are missing or not what this code expects."""
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Tensors of a .safetensors file (8-byte header length, JSON header, raw little-endian data)."""
+    data = Path(path).read_bytes()
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        body = memoryview(data)[8 + header_len :]
+        tensors = {}
+        for name, spec in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = spec["data_offsets"]
+            dtype = np.dtype(_SAFETENSORS_DTYPES[spec["dtype"]])
+            tensors[name] = np.frombuffer(body[start:end], dtype=dtype).reshape(spec["shape"]).astype(np.float32)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VadError(f"{path}: not a float32 safetensors file ({exc})") from None
+    return tensors
+
+
+def _conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """1-D convolution, kernel 3, padding 1, then ReLU, on (batch, time, channels); weight (in * 3, out)."""
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))
+    taps = np.lib.stride_tricks.sliding_window_view(padded, 3, axis=1)[:, ::stride]  # (batch, time, in, 3)
+    out = _matmul(taps.reshape(*taps.shape[:2], -1), weight) + bias
+    return np.maximum(out, 0.0)
+
+
+def _matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(..., k) @ (k, m) as one contiguous 2-D product: numpy's matmul on strided 3-D views skips BLAS (20x slower)."""
+    flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    return (flat @ weight).reshape(*x.shape[:-1], weight.shape[1])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 + 0.5 * np.tanh(0.5 * x)  # = 1 / (1 + exp(-x)), without exp's overflow far below zero
+
+
+class SileroVad:
+    """Silero VAD v5 at 16 kHz: 512-sample chunks, each seen with the 64 samples before it.
+
+    The LSTM state starts afresh at every window, so a window's decision depends
+    on that window alone: `run` and `analyze` agree however a recording is cut.
+    """
+
+    name = "silero"
+    CHUNK_SAMPLES = 512
+    CONTEXT_SAMPLES = 64
+    N_FFT = 256
+    STFT_HOP = 128
+    CHUNK_THRESHOLD = 0.5
+    """A chunk holds a voice when its probability reaches this (Silero's own default)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], threshold: float = DEFAULT_THRESHOLD) -> None:
+        """`weights` by the names of Silero's own PyTorch module (as in its .safetensors file)."""
+        w = weights
+        try:
+            self._stft = np.ascontiguousarray(w["stft_conv.weight"][:, 0, :].T)  # (n_fft, 2 * bins)
+            # PyTorch's (out, in, 3) as one (in * 3, out) matrix, so each convolution is one product
+            self._convs = [(np.ascontiguousarray(w[f"conv{i}.weight"].reshape(w[f"conv{i}.weight"].shape[0], -1).T),
+                            w[f"conv{i}.bias"], stride) for i, stride in ((1, 1), (2, 2), (3, 2), (4, 1))]
+            self._w_ih = np.ascontiguousarray(w["lstm_cell.weight_ih"].T)
+            self._w_hh = np.ascontiguousarray(w["lstm_cell.weight_hh"].T)
+            self._b_lstm = w["lstm_cell.bias_ih"] + w["lstm_cell.bias_hh"]
+            self._w_out = w["final_conv.weight"][0, :, 0]
+            self._b_out = float(w["final_conv.bias"][0])
+        except KeyError as exc:
+            raise VadError(f"not Silero VAD v5 16 kHz weights (no {exc})") from None
+        self._bins = self._stft.shape[1] // 2
+        self._hidden = self._w_hh.shape[0]
+        self.threshold = threshold
+
+    @classmethod
+    def load(cls, path: Path, threshold: float = DEFAULT_THRESHOLD) -> "SileroVad":
+        if not Path(path).is_file():
+            raise VadError(f"{path}: Silero VAD weights not found")
+        try:
+            return cls(read_safetensors(path), threshold)
+        except VadError as exc:
+            raise VadError(f"{path}: {exc}") from None
+
+    def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The LSTM's (hidden, cell) before any audio."""
+        return np.zeros(self._hidden, dtype=np.float32), np.zeros(self._hidden, dtype=np.float32)
+
+    def run(self, chunks: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Voice probabilities of consecutive (n, 64 + 512) chunks (each after its 64-sample context), and the state after them."""
+        # Every chunk's encoder at once: only the LSTM below depends on the chunk before.
+        padded = np.pad(chunks, ((0, 0), (0, self.CONTEXT_SAMPLES)), mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.N_FFT, axis=1)[:, :: self.STFT_HOP]
+        spectrum = _matmul(frames, self._stft)
+        h = np.sqrt(spectrum[..., : self._bins] ** 2 + spectrum[..., self._bins :] ** 2)
+        for weight, bias, stride in self._convs:
+            h = _conv1d(h, weight, bias, stride)
+        gates_in = _matmul(h[:, 0, :], self._w_ih) + self._b_lstm
+        hidden, cell = state
+        outputs = np.empty((chunks.shape[0], self._hidden), dtype=np.float32)
+        n = self._hidden
+        for i in range(chunks.shape[0]):
+            gates = gates_in[i] + hidden @ self._w_hh  # PyTorch's order: input, forget, cell, output
+            squashed = _sigmoid(gates)
+            cell = squashed[n : 2 * n] * cell + squashed[:n] * np.tanh(gates[2 * n : 3 * n])
+            hidden = squashed[3 * n :] * np.tanh(cell)
+            outputs[i] = hidden
+        probs = _sigmoid(np.maximum(outputs, 0.0) @ self._w_out + self._b_out).astype(np.float32)
+        return probs, (hidden, cell)
+
+    def chunk_probs(self, window: np.ndarray) -> np.ndarray:
+        """Voice probability of each whole 32 ms chunk of a window on its own (state and context start at zero)."""
+        x = np.asarray(window, dtype=np.float32)
+        n_chunks = x.shape[0] // self.CHUNK_SAMPLES
+        if n_chunks == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.run(_with_context(np.pad(x, (self.CONTEXT_SAMPLES, 0)), self.CONTEXT_SAMPLES, n_chunks,
+                                      self.CHUNK_SAMPLES, self.CONTEXT_SAMPLES), self.initial_state())[0]
+
+    def voiced_share(self, window: np.ndarray) -> float:
+        """Share (0..1) of a window's chunks that hold a voice, the window on its own."""
+        probs = self.chunk_probs(window)
+        return float(np.mean(probs >= self.CHUNK_THRESHOLD)) if probs.size else 0.0
+
+
+def _with_context(x: np.ndarray, first: int, n_chunks: int, chunk: int, context: int) -> np.ndarray:
+    """(n_chunks, context + chunk): chunks of `x` from offset `first`, each with the `context` samples before it."""
+    framed = np.lib.stride_tricks.sliding_window_view(x[first - context : first + n_chunks * chunk], context + chunk)
+    return np.ascontiguousarray(framed[::chunk][:n_chunks])
+
+
+class VoiceStream:
+    """Silero over one audio stream: the windows overlap, so each 32 ms chunk of the stream is judged once.
+
+    Chunks sit on a fixed grid from the stream's first sample (chunk k is samples
+    512k..512k+511) and a window's share counts the chunks wholly inside it. The
+    LSTM state runs on from window to window, as Silero is meant to run; it starts
+    afresh after a gap (windows the level gate kept from the detector, a lost
+    microphone). Run and analyze feed the same windows in the same order, so
+    they get the same answers (a test checks it).
+    """
+
+    def __init__(self, vad: SileroVad) -> None:
+        self.vad = vad
+        self.threshold = vad.threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._next: int | None = None
+        """Index of the next chunk to judge; None: nothing judged since the last reset."""
+        self._probs: dict[int, float] = {}
+        self._state = self.vad.initial_state()
+
+    def voiced_share(self, window: np.ndarray, start_sample: int) -> float:
+        size, context = self.vad.CHUNK_SAMPLES, self.vad.CONTEXT_SAMPLES
+        first = -(-start_sample // size)
+        end = (start_sample + window.shape[0]) // size
+        if self._next is None or not first <= self._next <= end:
+            self._probs.clear()
+            self._state = self.vad.initial_state()
+            self._next = first
+        if self._next < end:
+            x = np.asarray(window, dtype=np.float32)
+            offset = self._next * size - start_sample
+            if offset < context:  # the stream's first chunk, or one right at the window's start
+                x = np.pad(x, (context - offset, 0))
+                offset = context
+            chunks = _with_context(x, offset, end - self._next, size, context)
+            probs, self._state = self.vad.run(chunks, self._state)
+            self._probs.update(zip(range(self._next, end), probs.tolist()))
+            self._next = end
+        for index in [k for k in self._probs if k < first]:
+            del self._probs[index]
+        voiced = [self._probs[k] >= self.vad.CHUNK_THRESHOLD for k in range(first, end)]
+        return float(np.mean(voiced)) if voiced else 0.0
+
+    def is_voice(self, window: np.ndarray, start_sample: int) -> bool:
+        return self.voiced_share(window, start_sample) >= self.threshold
+
+
+def default_weights_path() -> Path:
+    from serd.model import default_models_dir
+
+    return default_models_dir() / WEIGHTS_NAME
+
+
+@lru_cache(maxsize=4)
+def make_detector(kind: str, sample_rate: int, threshold: float = DEFAULT_THRESHOLD) -> SileroVad | None:
+    """The detector for `analysis.vad` (None for `energy`); VadError if it cannot run.
+
+    Loaded once per process and shared: a detector holds only weights (per-stream
+    state lives in `VoiceStream`), and `analyze` of many files must not re-read them.
+    """
+    if kind == "energy":
+        return None
+    if kind == "silero":
+        if sample_rate != SAMPLE_RATE:
+            raise VadError(f"analysis.vad silero runs at {SAMPLE_RATE} Hz; the model's rate is {sample_rate} Hz")
+        return SileroVad.load(default_weights_path(), threshold)
+    raise VadError(f"analysis.vad: expected one of {', '.join(VAD_KINDS)}, got {kind!r}")
