@@ -9,7 +9,7 @@ from pathlib import Path
 import soundfile
 
 from conftest import FIXTURE_AUDIO, NEMO_FIXTURES, RAVDESS_FIXTURES, SAMPLE_CLIPS
-from serd.train.ravdess import find_clips
+from serd.train.corpora.ravdess import find_clips
 
 _spec = importlib.util.spec_from_file_location("copy_fixtures", FIXTURE_AUDIO / "copy_fixtures.py")
 copy_fixtures = importlib.util.module_from_spec(_spec)

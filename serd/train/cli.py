@@ -35,8 +35,9 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--protocol", choices=("cv", "seed", "final", "loco"), default="cv",
                    help="cv: speaker-disjoint folds over all corpora; seed: the study's 180-clip RAVDESS split; "
                         "final: everyone but a few calibration speakers; loco: leave one corpus out, each in turn")
-    p.add_argument("--network", choices=("serd_cnn", "study"), default="serd_cnn",
-                   help="serd_cnn: the shipped network; study: the original study's (default: %(default)s)")
+    p.add_argument("--network", choices=("serd_cnn", "serd_cnn_wide", "study"), default="serd_cnn",
+                   help="serd_cnn: the shipped network; serd_cnn_wide: twice the channels (4x the multiply-adds); "
+                        "study: the original study's (default: %(default)s)")
     p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6",
                    help="emotion6: calm->neutral, surprised->happy; emotion8: all eight; seed12: emotion x gender "
                         "(default: %(default)s)")

@@ -7,13 +7,15 @@ calibration temperature lives in the sidecar, not in the graph).
 
 from __future__ import annotations
 
-NETWORKS = ("serd_cnn", "study")
+NETWORKS = ("serd_cnn", "serd_cnn_wide", "study")
 
 
 def build(name: str, input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None):
     """A compiled-ready Keras model; `batch_size=1` gives the fixed-batch export graph."""
     if name == "serd_cnn":
         return serd_cnn(input_shape, n_classes, batch_size)
+    if name == "serd_cnn_wide":
+        return serd_cnn(input_shape, n_classes, batch_size, widths=(32, 64, 128, 256), name="serd_cnn_wide")
     if name == "study":
         return study_baseline(input_shape, n_classes, batch_size)
     raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
@@ -41,7 +43,8 @@ def study_baseline(input_shape: tuple[int, int], n_classes: int, batch_size: int
     return keras.Model(inputs, outputs, name="study")
 
 
-def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None):
+def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None,
+             widths: tuple[int, int, int, int] = (16, 32, 64, 128), name: str = "serd_cnn"):
     """The shipped network: every op full-int8 in TFLite (Conv/ReLU/pool/reshape/dense).
 
     A strided first convolution and early pooling keep it near 11 M
@@ -53,15 +56,15 @@ def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | Non
 
     n_mels, n_frames = input_shape
     inputs = keras.Input(shape=(n_mels, n_frames, 1), batch_size=batch_size, name="features")
-    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(inputs)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     x = layers.MaxPooling2D(2)(x)
-    for filters in (32, 64, 128):
+    for filters in widths[1:]:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
-        if filters != 128:
+        if filters != widths[-1]:
             x = layers.MaxPooling2D(2)(x)
         x = layers.SpatialDropout2D(0.1)(x)
     # Average over time only: (freq, 1, channels) keeps where in frequency energy sits.
@@ -70,4 +73,4 @@ def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | Non
     x = layers.Reshape((freq_bins * x.shape[3],))(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="serd_cnn")
+    return keras.Model(inputs, outputs, name=name)
