@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serd.messages import DEVICE_ID_PATTERN  # noqa: F401  (the wire format owns it; checked here too)
+
 EX_CONFIG = 78
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 class ConfigError(ValueError):

@@ -205,3 +205,84 @@ def test_frames_survive_a_real_zeromq_socket_pair():
     finally:
         sender.close()
         receiver.close()
+
+
+# -- hostile input (issue 13): every field typed, finite and bounded, or a MessageError ----------
+
+STATUS_R = {"schema": STATUS_SCHEMA, "device": "r", "seq": 0, "time": 1, "state": "running",
+            "uptime_s": 1, "source": "x", "model": "m"}
+
+
+def _status_body(**changes) -> bytes:
+    return json.dumps({**STATUS_R, **changes}).encode()
+
+
+def _raw_status(field: str, raw: bytes) -> bytes:
+    """A status body with one field's JSON text replaced verbatim (for what json.dumps cannot write)."""
+    return _status_body(**{field: "@@"}).replace(b'"@@"', raw)
+
+
+HOSTILE = {
+    # finding 1: mistyped fields
+    "uptime-as-string": [b"serd.status.r", b'{"schema":"serd.status/1","device":"r","seq":0,"time":1,'
+                         b'"state":"running","uptime_s":"x","source":"x","model":"m"}'],
+    "probs-as-list": [b"serd.emotion.kitchen", _emotion_body(probs=[0.5, 0.5])],
+    "probs-as-string": [b"serd.emotion.kitchen", _emotion_body(probs="angry")],
+    "seq-as-string": [b"serd.emotion.kitchen", _emotion_body(seq="41")],
+    "time-as-string": [b"serd.emotion.kitchen", _emotion_body(time="now")],
+    "level-as-string": [b"serd.emotion.kitchen", _emotion_body(level_dbfs="-30")],
+    "confidence-as-string": [b"serd.emotion.kitchen", _emotion_body(confidence="0.3")],
+    "device-as-int": [b"serd.status.7", _status_body(device=7)],
+    "device-as-list": [b"serd.status.r", _status_body(device=["r"])],
+    "seq-as-bool": [b"serd.status.r", _status_body(seq=True)],
+    "negative-seq": [b"serd.status.r", _status_body(seq=-1)],
+    "speech-as-int": [b"serd.emotion.kitchen", _emotion_body(speech=1)],
+    "5000-digit-seq": [b"serd.status.r", _raw_status("seq", b"9" * 5000)],
+    "2**64-seq": [b"serd.status.r", _status_body(seq=2**64)],
+    "nested-100000-deep": [b"serd.status.r", b"[" * 100_000 + b"]" * 100_000],
+    "nested-in-extra": [b"serd.status.r", _raw_status("extra", b'{"a":' + b"[" * 20_000 + b"]" * 20_000 + b"}")],
+    "extra-5-deep": [b"serd.status.r", _status_body(extra={"a": [[[[1]]]]})],
+    # finding 2: non-finite numbers
+    "time-NaN": [b"serd.status.r", _raw_status("time", b"NaN")],
+    "time-1e400": [b"serd.status.r", _raw_status("time", b"1e400")],
+    "seq-NaN": [b"serd.status.r", _raw_status("seq", b"NaN")],
+    "windows-Infinity": [b"serd.status.r", _raw_status("windows", b"Infinity")],
+    "extra-NaN": [b"serd.status.r", _raw_status("extra", b'{"x":NaN}')],
+    "level-minus-Infinity": [b"serd.emotion.kitchen", _emotion_body(level_dbfs="@@").replace(b'"@@"', b"-Infinity")],
+    "prob-above-1": [b"serd.emotion.kitchen", _emotion_body(probs={"angry": 1.5})],
+    # finding 4: sizes
+    "80-KB-emotion": [b"serd.emotion.kitchen", _emotion_body(model="m" * 80_000)],
+    "2-MB-device": [b"serd.status." + b"d" * 2_000_000, _status_body(device="d" * 2_000_000)],
+    "65-char-device": [b"serd.status." + b"d" * 65, _status_body(device="d" * 65)],
+    "device-with-markup": [b"serd.status.<b>", _status_body(device="<b>")],
+    "long-label-name": [b"serd.emotion.kitchen", _emotion_body(probs={"x" * 33: 0.5})],
+    "33-labels": [b"serd.emotion.kitchen", _emotion_body(probs={f"l{i}": 0.01 for i in range(33)})],
+    "long-detail": [b"serd.status.r", _status_body(detail="x" * 513)],
+    "long-source": [b"serd.status.r", _status_body(source="x" * 513)],
+    "long-model": [b"serd.status.r", _status_body(model="x" * 129)],
+    "arousal-above-1": [b"serd.emotion.kitchen", _emotion_body(arousal=2.0)],
+    "smoothed-arousal-string": [b"serd.emotion.kitchen", _emotion_body(smoothed_arousal="high")],
+}
+
+
+@pytest.mark.parametrize("frames", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_frames_are_message_errors(frames):
+    with pytest.raises(MessageError) as caught:
+        decode(frames)
+    assert len(str(caught.value)) < 200, "an error never echoes a huge value"
+
+
+def test_integers_are_accepted_where_numbers_are_expected():
+    decoded = decode([b"serd.status.r", _status_body(time=1, uptime_s=3, cpu_percent=0)])
+    assert decoded.time == 1.0 and isinstance(decoded.time, float) and isinstance(decoded.uptime_s, float)
+
+
+def test_arousal_fields_are_optional_unit_numbers_or_null():
+    for changes in ({}, {"arousal": 0.7, "smoothed_arousal": 0.65}, {"arousal": None, "smoothed_arousal": None}):
+        assert decode([b"serd.emotion.kitchen", _emotion_body(**changes)]).device == "kitchen"
+
+
+def test_serd_keeps_its_own_long_fields_within_the_bounds():
+    long_path = "file:/" + "d/" * 400 + "recording.flac"
+    decoded = decode(encode(status(source=long_path, detail="why " * 300)))
+    assert decoded.source.startswith("file:/d/") and len(decoded.source) <= 512 and len(decoded.detail) <= 512
