@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 import zmq
+from hostile_messages import HOSTILE, OVERSIZE
 
 from serd.analysis import GateSettings, analyze_file, result_to_json
 from serd.dashboard.server import Dashboard, DashboardSettings, parse_listen
-from serd.dashboard.state import DashboardState, Subscription
+from serd.dashboard.state import MAX_DEVICES, DashboardState, Subscription
 from serd.messages import EmotionMessage, StatusMessage, encode
 from serd.model import Model
 
@@ -278,6 +279,63 @@ def test_malformed_messages_are_counted_and_skipped(start_dashboard, publisher: 
     snapshot = wait_for(lambda: (s := get_json(base, "/api/state")[1])["malformed"] == 3 and
                         find_device(s, "room-1")["n_points"] == 1 and s, "malformed count and the good message")
     assert [d["device"] for d in snapshot["devices"]] == ["room-1"]
+
+
+def test_hostile_messages_are_counted_and_the_view_stays_live(start_dashboard, publisher: Publisher):
+    """Issue 13, findings 1, 2 and 4: every mistyped, non-finite or oversized message, then valid ones."""
+    hostile = Publisher()
+    try:
+        dashboard = start_dashboard(connect=(publisher.endpoint, hostile.endpoint))
+        base = dashboard.url
+        publisher.announce(base, "room-1")
+        hostile.announce(base, "r")
+        counted = [name for name in HOSTILE if name not in OVERSIZE]
+        for name in counted:
+            hostile.send_raw(HOSTILE[name])
+        publisher.send(emotion("room-1", 0))
+        snapshot = wait_for(lambda: (s := get_json(base, "/api/state")[1])["malformed"] == len(counted) and
+                            find_device(s, "room-1")["n_points"] == 1 and s, "every bad message counted, the good one shown")
+        assert sorted(d["device"] for d in snapshot["devices"]) == ["r", "room-1"]
+        # An oversized frame makes ZeroMQ drop that publisher before buffering it; the others are unaffected.
+        for name in sorted(OVERSIZE):
+            hostile.send_raw(HOSTILE[name])
+        hostile.send_raw([b"serd.status.big", b"x" * (10 * 1024 * 1024)])
+        for seq in range(1, 4):
+            publisher.send(emotion("room-1", seq))
+        wait_for(lambda: find_device(get_json(base, "/api/state")[1], "room-1")["n_points"] == 4,
+                 "messages after the big frames")
+        assert dashboard.reader.is_alive()
+        body = request(base, "GET", "/api/state")[2]
+        strict = json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert strict["malformed"] == len(counted)
+    finally:
+        hostile.close()
+
+
+def test_a_forgotten_device_is_removed_from_open_pages(start_dashboard):
+    """Finding 4: 2000 devices left 2003 tiles; the page is now told when the server forgets one."""
+    dashboard = start_dashboard()
+    dashboard.state.apply(status("first", 0), received_at=time.time() - 60)
+    for i in range(MAX_DEVICES - 1):
+        dashboard.state.apply(status(f"d{i:03d}", 0))
+    conn, response = open_events(dashboard.url)
+    try:
+        assert len(read_sse_event(response)[1]["devices"]) == MAX_DEVICES
+        dashboard.state.apply(status("one-too-many", 0))
+        events = [read_sse_event(response) for _ in range(2)]
+        assert ("forget", "first") in [(event, data["device"]) for event, data in events]
+        assert find_device(dashboard.state.snapshot(), "first") is None
+    finally:
+        conn.close()
+    page = (REPO_ROOT / "serd/dashboard/static/app.js").read_text()
+    assert 'addEventListener("forget"' in page
+
+
+def test_the_last_guard_answers_instead_of_dropping_the_connection(start_dashboard):
+    dashboard = start_dashboard()
+    dashboard.state.info["broken"] = float("nan")  # cannot come from a message any more; the guard stays
+    code, _, body = request(dashboard.url, "GET", "/api/state")
+    assert code == 500 and json.loads(body)["error"]
 
 
 def test_a_client_that_does_not_read_never_stalls_the_subscriber(start_dashboard, publisher: Publisher):
@@ -557,6 +615,16 @@ def test_command_refuses_a_network_address_without_token(publisher: Publisher):
     assert len(lines) == 1 and "--token" in lines[0] and "--allow-insecure" in lines[0]
 
 
+@pytest.mark.parametrize("flag", ["--history", "--stale-after", "--max-upload-mb"])
+@pytest.mark.parametrize("value", ["inf", "nan", "0"])
+def test_command_refuses_non_finite_flags_in_one_line(publisher: Publisher, flag: str, value: str):
+    done = subprocess.run([sys.executable, "-m", "serd", "dashboard", "--connect", publisher.endpoint,
+                           "--listen", "127.0.0.1:0", flag, value], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and flag in lines[0], done.stderr
+
+
 def test_command_reports_a_busy_port_in_one_line(publisher: Publisher):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -568,3 +636,18 @@ def test_command_reports_a_busy_port_in_one_line(publisher: Publisher):
     assert done.returncode == 1
     errors = [line for line in done.stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "Traceback" not in done.stderr
+
+
+def test_timeline_points_are_bounded_over_all_devices():
+    """Finding 4: memory bounded by a total, not by a per-device count times any number of devices."""
+    from serd.dashboard.state import MAX_TOTAL_POINTS
+
+    state = DashboardState()
+    devices = MAX_DEVICES
+    per_device = MAX_TOTAL_POINTS // devices + 50
+    for seq in range(per_device):
+        for d in range(devices):
+            state.apply(emotion(f"d{d:03d}", seq))
+    counts = [d["n_points"] for d in state.snapshot()["devices"]]
+    assert len(counts) == devices and sum(counts) == MAX_TOTAL_POINTS
+    assert max(counts) - min(counts) <= 1, "the longest timelines give way first"

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import zmq
+from hostile_messages import HOSTILE, status_body
 
 from serd.messages import (
     EMOTION_PREFIX,
@@ -209,61 +210,6 @@ def test_frames_survive_a_real_zeromq_socket_pair():
 
 # -- hostile input (issue 13): every field typed, finite and bounded, or a MessageError ----------
 
-STATUS_R = {"schema": STATUS_SCHEMA, "device": "r", "seq": 0, "time": 1, "state": "running",
-            "uptime_s": 1, "source": "x", "model": "m"}
-
-
-def _status_body(**changes) -> bytes:
-    return json.dumps({**STATUS_R, **changes}).encode()
-
-
-def _raw_status(field: str, raw: bytes) -> bytes:
-    """A status body with one field's JSON text replaced verbatim (for what json.dumps cannot write)."""
-    return _status_body(**{field: "@@"}).replace(b'"@@"', raw)
-
-
-HOSTILE = {
-    # finding 1: mistyped fields
-    "uptime-as-string": [b"serd.status.r", b'{"schema":"serd.status/1","device":"r","seq":0,"time":1,'
-                         b'"state":"running","uptime_s":"x","source":"x","model":"m"}'],
-    "probs-as-list": [b"serd.emotion.kitchen", _emotion_body(probs=[0.5, 0.5])],
-    "probs-as-string": [b"serd.emotion.kitchen", _emotion_body(probs="angry")],
-    "seq-as-string": [b"serd.emotion.kitchen", _emotion_body(seq="41")],
-    "time-as-string": [b"serd.emotion.kitchen", _emotion_body(time="now")],
-    "level-as-string": [b"serd.emotion.kitchen", _emotion_body(level_dbfs="-30")],
-    "confidence-as-string": [b"serd.emotion.kitchen", _emotion_body(confidence="0.3")],
-    "device-as-int": [b"serd.status.7", _status_body(device=7)],
-    "device-as-list": [b"serd.status.r", _status_body(device=["r"])],
-    "seq-as-bool": [b"serd.status.r", _status_body(seq=True)],
-    "negative-seq": [b"serd.status.r", _status_body(seq=-1)],
-    "speech-as-int": [b"serd.emotion.kitchen", _emotion_body(speech=1)],
-    "5000-digit-seq": [b"serd.status.r", _raw_status("seq", b"9" * 5000)],
-    "2**64-seq": [b"serd.status.r", _status_body(seq=2**64)],
-    "nested-100000-deep": [b"serd.status.r", b"[" * 100_000 + b"]" * 100_000],
-    "nested-in-extra": [b"serd.status.r", _raw_status("extra", b'{"a":' + b"[" * 20_000 + b"]" * 20_000 + b"}")],
-    "extra-5-deep": [b"serd.status.r", _status_body(extra={"a": [[[[1]]]]})],
-    # finding 2: non-finite numbers
-    "time-NaN": [b"serd.status.r", _raw_status("time", b"NaN")],
-    "time-1e400": [b"serd.status.r", _raw_status("time", b"1e400")],
-    "seq-NaN": [b"serd.status.r", _raw_status("seq", b"NaN")],
-    "windows-Infinity": [b"serd.status.r", _raw_status("windows", b"Infinity")],
-    "extra-NaN": [b"serd.status.r", _raw_status("extra", b'{"x":NaN}')],
-    "level-minus-Infinity": [b"serd.emotion.kitchen", _emotion_body(level_dbfs="@@").replace(b'"@@"', b"-Infinity")],
-    "prob-above-1": [b"serd.emotion.kitchen", _emotion_body(probs={"angry": 1.5})],
-    # finding 4: sizes
-    "80-KB-emotion": [b"serd.emotion.kitchen", _emotion_body(model="m" * 80_000)],
-    "2-MB-device": [b"serd.status." + b"d" * 2_000_000, _status_body(device="d" * 2_000_000)],
-    "65-char-device": [b"serd.status." + b"d" * 65, _status_body(device="d" * 65)],
-    "device-with-markup": [b"serd.status.<b>", _status_body(device="<b>")],
-    "long-label-name": [b"serd.emotion.kitchen", _emotion_body(probs={"x" * 33: 0.5})],
-    "33-labels": [b"serd.emotion.kitchen", _emotion_body(probs={f"l{i}": 0.01 for i in range(33)})],
-    "long-detail": [b"serd.status.r", _status_body(detail="x" * 513)],
-    "long-source": [b"serd.status.r", _status_body(source="x" * 513)],
-    "long-model": [b"serd.status.r", _status_body(model="x" * 129)],
-    "arousal-above-1": [b"serd.emotion.kitchen", _emotion_body(arousal=2.0)],
-    "smoothed-arousal-string": [b"serd.emotion.kitchen", _emotion_body(smoothed_arousal="high")],
-}
-
 
 @pytest.mark.parametrize("frames", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_hostile_frames_are_message_errors(frames):
@@ -273,7 +219,7 @@ def test_hostile_frames_are_message_errors(frames):
 
 
 def test_integers_are_accepted_where_numbers_are_expected():
-    decoded = decode([b"serd.status.r", _status_body(time=1, uptime_s=3, cpu_percent=0)])
+    decoded = decode([b"serd.status.r", status_body(time=1, uptime_s=3, cpu_percent=0)])
     assert decoded.time == 1.0 and isinstance(decoded.time, float) and isinstance(decoded.uptime_s, float)
 
 

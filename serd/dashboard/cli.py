@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -53,8 +54,8 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
     host, port = parse_listen(args.listen)
     for flag, value in (("--stale-after", args.stale_after), ("--history", args.history),
                         ("--max-upload-mb", args.max_upload_mb)):
-        if not value > 0:
-            raise ValueError(f"{flag} must be > 0, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{flag} must be a finite number > 0, got {value}")
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     return DashboardSettings(
         connect=tuple(args.connect or ["tcp://127.0.0.1:5556"]),

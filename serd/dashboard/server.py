@@ -86,6 +86,11 @@ TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")
 # -- HTTP ------------------------------------------------------------------------------------
 
 
+def strict_json(obj: Any) -> str:
+    """Compact standard JSON; ValueError for NaN/Infinity, which browsers' JSON.parse refuse."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # an open event stream must not hold up shutdown
     dashboard: "Dashboard"
@@ -137,7 +142,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        try:
+            body = strict_json(obj).encode("utf-8")
+        except ValueError as exc:  # the last guard: never a dropped connection, never non-standard JSON
+            _LOGGER.error("could not encode an answer: %s", exc)
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error":"internal error: unencodable value"}'
         self._send_bytes(status, body, "application/json; charset=utf-8", headers)
 
     def _send_error_json(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
@@ -296,7 +305,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         last_write = time.monotonic()
                     continue
                 event, data = item
-                payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+                try:
+                    payload = strict_json(data)
+                except ValueError as exc:  # skip the one event; the stream (and the page) stay up
+                    _LOGGER.error("could not encode a %s event: %s", event, exc)
+                    continue
                 self.wfile.write(f"event: {event}\ndata: {payload}\n\n".encode("utf-8"))
                 last_write = time.monotonic()
         except (ConnectionError, TimeoutError) as exc:
