@@ -390,7 +390,7 @@ def test_subscribes_with_curve_keys(tmp_path: Path, tiny_model_int8: Path):
     keys = make_keys(tmp_path / "keys")
     curve = CurveSettings(enabled=True, server_secret_key=str(keys["server_secret"]),
                           authorized_clients=str(keys["authorized"]))
-    serd_publisher = SerdPublisher(PublisherSettings(bind="tcp://127.0.0.1:*", curve=curve, linger_ms=0))
+    serd_publisher = SerdPublisher(PublisherSettings(bind="tcp://127.0.0.1:*", curve=curve, linger_ms=0), "room-1")
     dashboard = Dashboard(DashboardSettings(connect=(serd_publisher.endpoint,), port=0, model=str(tiny_model_int8),
                                             server_key=keys["server_public"], client_key=keys["client_secret"]))
     dashboard.start()
