@@ -84,6 +84,9 @@ class Publisher:
         self.cut_peers = 0
         self._accepted = topic_prefixes(device_id)
         self._refused_by_fd: dict[int, int] = {}
+        self._client_by_fd: dict[int, str] = {}
+        """CURVE: the client key (z85) behind each connection that subscribed, to cut revoked ones on reload.
+        Keyed by descriptor, so it holds at most one entry per descriptor number the process can have."""
         self._socket = self._context.socket(zmq.XPUB)
         try:
             self._socket.setsockopt(zmq.XPUB_MANUAL, 1)
@@ -145,8 +148,39 @@ class Publisher:
             if kind in (SUBSCRIBE, UNSUBSCRIBE) and topic in self._accepted:
                 # Applies to the connection this subscription came from (libzmq's "last pipe").
                 self._socket.setsockopt(zmq.SUBSCRIBE if kind == SUBSCRIBE else zmq.UNSUBSCRIBE, topic)
+                if kind == SUBSCRIBE and self._auth is not None:
+                    self._remember_client(frame)
             elif kind != UNSUBSCRIBE:  # libzmq sends unsubscriptions itself for closed connections
                 self._refuse(frame)
+
+    def _remember_client(self, frame: zmq.Frame) -> None:
+        try:
+            fd, client = frame.get(zmq.SRCFD), frame.get("User-Id")  # User-Id: the z85 key, set by ZAP
+        except zmq.ZMQError:
+            return
+        if fd >= 0 and client:
+            self._client_by_fd[fd] = client
+
+    def reload_clients(self) -> int:
+        """CURVE: re-read `authorized_clients` and cut the connections of keys no longer in it.
+
+        ZeroMQ authenticates a client only when it connects, so re-reading the list alone would
+        leave a revoked client receiving until it reconnects. Returns the connections cut.
+        """
+        if self._auth is None:
+            return 0
+        self.serve_subscriptions()  # know every connection that subscribed so far
+        location = str(self.settings.curve.authorized_clients)
+        self._auth.configure_curve(domain="*", location=location)
+        allowed = {key.decode("ascii") if isinstance(key, bytes) else str(key)
+                   for key in self._auth.certs.get("*", {})}
+        revoked = [fd for fd, client in self._client_by_fd.items() if client not in allowed]
+        for fd in revoked:
+            self._client_by_fd.pop(fd, None)
+            self._shutdown(fd)
+        _LOGGER.info("CURVE: %d authorized client key(s) re-read from %s; %d connection(s) of removed keys closed",
+                     len(allowed), location, len(revoked))
+        return len(revoked)
 
     def _refuse(self, frame: zmq.Frame) -> None:
         self.refused_subscriptions += 1
@@ -167,6 +201,11 @@ class Publisher:
         self.cut_peers += 1
         _LOGGER.warning("a subscriber sent more than %d subscriptions to other topics: disconnected it",
                         MAX_REFUSED_PER_PEER)
+        self._shutdown(fd)
+        self._refused_by_fd.pop(fd, None)
+
+    @staticmethod
+    def _shutdown(fd: int) -> None:
         try:
             # shutdown() acts on the connection, not the descriptor, so a duplicate can do it without
             # taking the descriptor away from libzmq (which closes it when it ends the connection).
@@ -179,7 +218,6 @@ class Publisher:
             pass
         finally:
             peer.close()
-        self._refused_by_fd.pop(fd, None)
 
     def send(self, message: Message) -> bool:
         """Queue a message without ever blocking; False (and counted) if it could not be queued."""
