@@ -652,3 +652,64 @@ def test_timeline_points_are_bounded_over_all_devices():
     counts = [d["n_points"] for d in state.snapshot()["devices"]]
     assert len(counts) == devices and sum(counts) == MAX_TOTAL_POINTS
     assert max(counts) - min(counts) <= 1, "the longest timelines give way first"
+
+
+# -- the token policy (issue 13, finding 7) ---------------------------------------------------------
+
+
+def test_a_short_token_is_refused():
+    from serd.dashboard.server import DashboardError
+
+    with pytest.raises(DashboardError, match="16-256 characters"):
+        Dashboard(DashboardSettings(host="127.0.0.1", port=0, token="a"))
+
+
+def test_wrong_tokens_are_throttled_per_client(start_dashboard):
+    from serd.dashboard.guard import MAX_BAD_TOKENS
+
+    base = start_dashboard(token=TOKEN).url
+    codes = [request(base, "GET", "/api/state", headers={"Authorization": f"Bearer guess{i:012d}"})[0]
+             for i in range(MAX_BAD_TOKENS + 2)]
+    assert codes[:MAX_BAD_TOKENS] == [401] * MAX_BAD_TOKENS and codes[MAX_BAD_TOKENS:] == [429, 429], codes
+    # Throttled, the right token is not even checked: a guess that happens to be right learns nothing.
+    assert request(base, "GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 429
+    # Another client address (all of 127/8 is loopback) is not affected.
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60, source_address=("127.0.0.2", 0))
+    try:
+        conn.request("GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_the_cookie_proves_the_token_without_carrying_it_and_expires(start_dashboard):
+    from serd.dashboard.guard import COOKIE_MAX_AGE_S, cookie_ok, session_cookie
+
+    base = start_dashboard(token=TOKEN).url
+    code, headers, _ = request(base, "GET", f"/?token={TOKEN}")
+    cookie = headers["set-cookie"]
+    assert code == 303 and TOKEN not in cookie and f"Max-Age={COOKIE_MAX_AGE_S}" in cookie
+    assert request(base, "GET", "/api/state", headers={"Cookie": cookie.split(";", 1)[0]})[0] == 200
+    old = session_cookie(TOKEN, now=time.time() - COOKIE_MAX_AGE_S - 10)
+    assert not cookie_ok(TOKEN, old)
+    assert request(base, "GET", "/api/state", headers={"Cookie": f"serd_dashboard_token={old}"})[0] == 401
+    assert not cookie_ok("another-token-0123456789", session_cookie(TOKEN))
+
+
+def test_command_reads_the_token_from_a_file_and_warns_about_a_command_line_token(publisher: Publisher, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    process, base = start_command(["--connect", publisher.endpoint, "--listen", "127.0.0.1:0", "--model", "none",
+                                   "--token-file", str(token_file)], subprocess_env())
+    try:
+        assert request(base, "GET", "/api/state")[0] == 401
+        assert request(base, "GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=WAIT_S)
+    process, base = start_command(["--connect", publisher.endpoint, "--listen", "127.0.0.1:0", "--model", "none",
+                                   "--token", TOKEN], subprocess_env())
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=WAIT_S)
+    assert "visible to every user" in process.stderr.read()

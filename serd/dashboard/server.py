@@ -95,6 +95,8 @@ TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{%d,256}$" % MIN_TOKEN_CHARS)
 16 or more of them: 2,750 guesses a second would need longer than the universe's age for 16 random ones."""
 MAX_CONCURRENT_UPLOADS = 2
 """Uploads received at once (each held in memory up to the upload limit); more get 503 at once."""
+BUSY_DRAIN_S = 10.0
+"""An upload refused as busy is read (and discarded) for at most this long, then the connection closes."""
 UPLOAD_MIN_BYTES_PER_S = 64 * 1024
 UPLOAD_BASE_DEADLINE_S = 30.0
 """A body must arrive within 30 s plus its size at 64 KB/s (20 MB: 6 min), however it trickles."""
@@ -296,7 +298,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         slots = self.dashboard.upload_slots
         if not slots.acquire(blocking=False):
-            self._drain(self._declared_length())
+            self._drain(self._declared_length(), BUSY_DRAIN_S)
             self._send_error_json(HTTPStatus.SERVICE_UNAVAILABLE,
                                   f"busy receiving {MAX_CONCURRENT_UPLOADS} other recordings; try again in a moment")
             return
@@ -370,12 +372,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         check_extension(filename)
         return data, filename
 
-    def _drain(self, length: int) -> None:
+    def _drain(self, length: int, within_s: float | None = None) -> None:
+        """Read and discard a body we refuse, so the browser sees the answer (not a reset); bounded in time."""
         self.close_connection = True
         if length > DRAIN_LIMIT_BYTES:
             return
         remaining = length
-        self._reader.deadline = self._body_deadline(length)
+        self._reader.deadline = self._body_deadline(length) if within_s is None else time.monotonic() + within_s
         try:
             while remaining > 0:
                 chunk = self.rfile.read(min(remaining, 1 << 16))
