@@ -79,3 +79,43 @@ HOSTILE = {
 }
 
 OVERSIZE = {name for name, frames in HOSTILE.items() if max(len(f) for f in frames) > MAX_MESSAGE_BYTES}
+
+
+# -- generated: mistyped and non-finite messages (hypothesis) ---------------------------------------
+
+def _strategies():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=80),
+        st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308, -0.0, 2**63, -1, ""]),
+    )
+    values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                           st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                          max_leaves=12)
+    return st, values
+
+
+def mutated_frames():
+    """Frames of a real emotion or status message with 1-3 fields replaced by any JSON-ish value
+    (NaN and Infinity written as the literals a careless publisher sends), or removed."""
+    st, values = _strategies()
+
+    @st.composite
+    def build(draw):
+        base = dict(draw(st.sampled_from([EMOTION_OK, STATUS_R])))
+        fields = sorted(set(base) - {"schema"})
+        for name in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)):
+            if draw(st.booleans()) and name != "device":
+                base[name] = draw(values)
+            elif draw(st.integers(0, 4)) == 0:
+                del base[name]
+            else:
+                base[name] = draw(values)
+        prefix = "serd.emotion." if base["schema"] == "serd.emotion/1" else "serd.status."
+        device = base.get("device")
+        topic = prefix + (device if isinstance(device, str) else str(device))
+        return [topic.encode("utf-8", "surrogatepass"), json.dumps(base, allow_nan=True).encode("utf-8", "surrogatepass")]
+
+    return build()

@@ -7,7 +7,9 @@ import math
 
 import pytest
 import zmq
-from hostile_messages import HOSTILE, status_body
+from hypothesis import given, settings
+
+from hostile_messages import HOSTILE, mutated_frames, status_body
 
 from serd.messages import (
     EMOTION_PREFIX,
@@ -232,3 +234,23 @@ def test_serd_keeps_its_own_long_fields_within_the_bounds():
     long_path = "file:/" + "d/" * 400 + "recording.flac"
     decoded = decode(encode(status(source=long_path, detail="why " * 300)))
     assert decoded.source.startswith("file:/d/") and len(decoded.source) <= 512 and len(decoded.detail) <= 512
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames=mutated_frames())
+def test_decode_gives_a_message_error_or_a_message_safe_to_use(frames):
+    """Whatever a publisher sends: MessageError, or values every consumer can re-encode and format."""
+    from serd.listen import DeviceView, render, summary_line
+
+    try:
+        message = decode(frames)
+    except MessageError:
+        return
+    json.dumps(message.to_dict(), allow_nan=False)  # the dashboard's and listen --json's encoding
+    summary_line(message)
+    view = DeviceView()
+    if is_emotion(message):
+        view.emotion = view.last_speech = message
+    else:
+        view.status = message
+    render({message.device: view}, 0.0)
