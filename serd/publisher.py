@@ -12,6 +12,8 @@ few at each send, and accepts only prefixes of this daemon's own two topics
 a few dozen. libzmq still records each subscription it receives until that
 connection closes, so a connection that sends more than `MAX_REFUSED_PER_PEER`
 others is cut (its socket shut down; libzmq then frees what it recorded).
+Known limit: each cut flooding connection still leaves 40-55 KB of resident memory
+behind (measured; see benchmarks/RELIABILITY.md, "Hostile input").
 """
 
 from __future__ import annotations
