@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serd.messages import DEVICE_ID_PATTERN  # noqa: F401  (the wire format owns it; checked here too)
+from serd.messages import DEVICE_ID_PATTERN  # one definition: the wire format owns it
 
 EX_CONFIG = 78
 MAX_CONFIG_BYTES = 64 * 1024
