@@ -28,6 +28,9 @@ MAX_CONNECTIONS = 64
 """Open connections in all (each is a thread): event streams, page loads, uploads."""
 MAX_PER_CLIENT = 16
 """Open connections from one address (a browser opens up to 6, an event stream keeps one)."""
+MAX_EVICTING = 16
+"""Evicted connections whose threads have not ended yet; while this many are, new ones are closed at once
+(so threads never exceed MAX_CONNECTIONS + MAX_EVICTING)."""
 HEADER_DEADLINE_S = 10.0
 """From the first byte of a request (or the end of the previous one) to the end of its headers."""
 MAX_BAD_TOKENS = 10
@@ -70,16 +73,19 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self.max_per_client = max_per_client
         self._lock = threading.Lock()
-        self._open: dict[socket.socket, list] = {}  # sock -> [address, since, in_headers]
+        self._open: dict[socket.socket, list] = {}  # sock -> [address, since, in_headers, evicted]
         self.refused = 0
         self.evicted = 0
 
     def admit(self, sock: socket.socket, address: str) -> bool:
         """Room for a new connection (evicting a slow one if need be); False: close it at once."""
         with self._lock:
-            mine = [s for s, (a, _, _) in self._open.items() if a == address]
-            if len(self._open) >= self.max_connections:
-                victim = self._oldest_in_headers(self._open)
+            live = [s for s, entry in self._open.items() if not entry[3]]
+            mine = [s for s in live if self._open[s][0] == address]
+            if len(self._open) - len(live) >= MAX_EVICTING:
+                victim = None  # evicted threads still ending: no room for more churn
+            elif len(live) >= self.max_connections:
+                victim = self._oldest_in_headers(live)
             elif len(mine) >= self.max_per_client:
                 victim = self._oldest_in_headers(mine)
             else:
@@ -88,10 +94,10 @@ class ConnectionGuard:
                 self.refused += 1
                 return False
             if victim:
-                del self._open[victim]
+                self._open[victim][3] = True  # counted until its thread releases it
                 self.evicted += 1
                 _shutdown(victim)
-            self._open[sock] = [address, time.monotonic(), True]
+            self._open[sock] = [address, time.monotonic(), True, False]
             return True
 
     def _oldest_in_headers(self, socks) -> socket.socket | None:
@@ -101,7 +107,8 @@ class ConnectionGuard:
     def headers_started(self, sock: socket.socket) -> None:
         with self._lock:
             if sock in self._open:
-                self._open[sock][1:] = [time.monotonic(), True]
+                self._open[sock][1] = time.monotonic()
+                self._open[sock][2] = True
 
     def headers_done(self, sock: socket.socket) -> None:
         with self._lock:
@@ -114,6 +121,7 @@ class ConnectionGuard:
 
     @property
     def open_count(self) -> int:
+        """Connections with a thread: admitted ones and evicted ones still ending."""
         with self._lock:
             return len(self._open)
 
