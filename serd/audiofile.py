@@ -65,6 +65,10 @@ def _open(source: Path | BinaryIO):
             raise AudioFileError(f"{path}: no such file")
         if source.is_dir():
             raise AudioFileError(f"{path}: is a directory, not an audio file")
+        if not source.is_file():
+            # A FIFO or device would block open() until a writer comes, or never end: refuse it
+            # (pipe audio in with `serd run --source -` instead).
+            raise AudioFileError(f"{path}: not a regular file (to stream audio through a pipe, use serd run --source - with raw PCM)")
         if not os.access(source, os.R_OK):
             raise AudioFileError(f"{path}: permission denied")
         if source.stat().st_size == 0:

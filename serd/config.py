@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serd.messages import DEVICE_ID_PATTERN  # one definition: the wire format owns it
 from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD, VAD_KINDS
 
 EX_CONFIG = 78
 EX_INTERRUPTED = 130
 """Ctrl-C (SIGINT), by the shell's convention 128 + 2, for every command; SIGTERM is a clean stop (0)."""
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+MAX_CONFIG_BYTES = 64 * 1024
+"""A serd config is a few hundred bytes; a bigger file is refused before it is parsed."""
+SHOWN_VALUE_CHARS = 60
+"""Error messages show at most this much of a bad value (a line, never a dump)."""
 
 
 class ConfigError(ValueError):
@@ -119,6 +122,11 @@ def _describe(tp: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 1] + "…"
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if value is None:
@@ -133,7 +141,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, option, path)
             except ConfigError:
                 continue
-        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
     if tp is type(None):
         if value is None:
             return None
@@ -150,12 +158,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             except OverflowError:  # an integer beyond the float range (10**309)
                 number = float("inf")
             if number != number or number in (float("inf"), float("-inf")):
-                raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{path}: expected a finite number, got {_shown(value)}")
             return number
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+    raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -177,7 +185,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
 
 def _check(cond: bool, path: str, expected: str, value: Any) -> None:
     if not cond:
-        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
+        raise ConfigError(f"{path}: expected {expected}, got {_shown(value)}")
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -255,6 +263,26 @@ def from_dict(data: dict | None) -> Settings:
     return validate(_build(Settings, data, ""))
 
 
+def _loader_class():
+    """PyYAML's SafeLoader, refusing anchors and aliases.
+
+    Nested aliases expand exponentially (a 413-byte file took 18 s and 2.2 GB before
+    MemoryError); a serd config never needs them, so they are refused while composing,
+    before anything is expanded.
+    """
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported in serd's config",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def load(path: Path | str | None) -> Settings:
     """Settings from a YAML file (None: the defaults)."""
     if path is None:
@@ -263,13 +291,19 @@ def load(path: Path | str | None) -> Settings:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():  # a FIFO would block, a device never end
+            raise ConfigError(f"{path}: not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config file over {MAX_CONFIG_BYTES // 1024} KB; is this the right file?")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader_class())  # noqa: S506 (a SafeLoader without aliases)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -270,6 +270,8 @@ class Daemon:
             if hop_samples != self.buffer.hop_samples:
                 self._stream_base += self.buffer.received
                 self.buffer = WindowBuffer(self.model.params.window_samples, hop_samples)
+        if self.settings.publisher.curve.enabled:
+            self.publisher.reload_clients()  # revoking a key must not wait for a restart
         for section in ("device_id", "model", "source", "publisher"):
             if getattr(new, section) != getattr(self.settings, section):
                 _LOGGER.warning("reload: %s changed; restart serd to apply it", section)

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serd.config import EX_INTERRUPTED
-from serd.messages import EmotionMessage, MessageError, StatusMessage, decode
+from serd.messages import MAX_MESSAGE_BYTES, EmotionMessage, MessageError, StatusMessage, decode
 from serd.subcommand import add_command
 
 BAR_WIDTH = 30
 REDRAW_S = 0.2
 STALE_AFTER_S = 15.0
+MALFORMED_REPORT_EVERY = 1000
+"""After the first malformed message, one line per this many (a flood must not flood stderr)."""
 
 
 def add_parser(subparsers) -> None:
@@ -39,13 +41,18 @@ def add_parser(subparsers) -> None:
 
 
 def connect(endpoints: list[str], topics: list[str], server_key: Path | None = None, client_key: Path | None = None):
-    """A SUB socket connected and subscribed (CURVE when both key files are given)."""
+    """A SUB socket connected and subscribed (CURVE when both key files are given).
+
+    Every serd subscriber opens its socket here, so that each refuses frames over
+    `MAX_MESSAGE_BYTES` inside ZeroMQ (the peer is dropped before the frame is buffered).
+    """
     import zmq
     import zmq.auth
 
     context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     if server_key or client_key:
         if not (server_key and client_key):
             raise ValueError("CURVE needs both --server-key and --client-key")
@@ -73,6 +80,10 @@ class DeviceView:
     gaps: int = 0
 
 
+def _percent(p: float | None) -> str:
+    return "?" if p is None else f"{p:.0%}"
+
+
 def render(devices: dict[str, DeviceView], now: float, endpoints: str = "") -> str:
     lines = [f"serd listen — {time.strftime('%H:%M:%S', time.localtime(now))}   (Ctrl-C to quit)", ""]
     if not devices:
@@ -84,9 +95,9 @@ def render(devices: dict[str, DeviceView], now: float, endpoints: str = "") -> s
         head = f"■ {name}  [{state}]"
         if e is not None:
             if e.speech and e.label:
-                head += f"  {e.label.upper()} {e.confidence:.0%}"
+                head += f"  {e.label.upper()} {_percent(e.confidence)}"
             elif last is not None and last.label:
-                head += f"  (quiet now; last speech {last.label} {last.confidence:.0%}, {e.end_s - last.end_s:.0f} s ago)"
+                head += f"  (quiet now; last speech {last.label} {_percent(last.confidence)}, {e.end_s - last.end_s:.0f} s ago)"
             else:
                 head += "  (no speech yet)"
             head += f"  level {e.level_dbfs:.0f} dBFS"
@@ -124,6 +135,7 @@ def listen_command(args: argparse.Namespace) -> int:
     devices: dict[str, DeviceView] = {}
     last_seq: dict[str, int] = {}
     emotions = 0
+    malformed = 0
     started = time.monotonic()
     next_draw = 0.0
     poller = zmq.Poller()
@@ -144,7 +156,9 @@ def listen_command(args: argparse.Namespace) -> int:
             try:
                 message = decode(frames)
             except MessageError as exc:
-                print(f"serd listen: skipped a malformed message ({exc})", file=sys.stderr)
+                malformed += 1
+                if malformed == 1 or malformed % MALFORMED_REPORT_EVERY == 0:
+                    print(f"serd listen: skipped {malformed} malformed message(s) (last: {exc})", file=sys.stderr)
                 continue
             topic = message.topic
             gap = message.seq - last_seq[topic] - 1 if topic in last_seq else 0
@@ -177,6 +191,8 @@ def listen_command(args: argparse.Namespace) -> int:
         return EX_INTERRUPTED
     finally:
         socket.close()
+    if malformed:
+        print(f"serd listen: skipped {malformed} malformed message(s) in all", file=sys.stderr)
     return 0
 
 
@@ -195,7 +211,7 @@ def summary_line(message) -> str:
         return f"{message.device} status {message.state} windows={message.windows} published={message.published}"
     if message.speech and message.label:
         return (f"{message.device} {message.start_s:7.2f}-{message.end_s:7.2f}s {message.label:<8} "
-                f"{message.confidence:.0%}"
+                f"{_percent(message.confidence)}"
                 + (f" arousal {message.smoothed_arousal:.0%}" if message.smoothed_arousal is not None else "")
                 + f" level {message.level_dbfs:.0f} dBFS")
     return f"{message.device} {message.start_s:7.2f}-{message.end_s:7.2f}s (no speech) level {message.level_dbfs:.0f} dBFS"

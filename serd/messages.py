@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -22,10 +24,35 @@ STATUS_PREFIX = "serd.status."
 EMOTION_SCHEMA = "serd.emotion/1"
 STATUS_SCHEMA = "serd.status/1"
 STATES = ("starting", "running", "source_lost", "stopping")
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+"""A device name: safe in a topic, a file name, a log line and a web page."""
+
+# Bounds checked at decode, so that no peer can make a consumer hold more than this per message.
+# A real emotion message is ~0.5 KB and a status ~0.4 KB; the bounds leave room for growth.
+MAX_MESSAGE_BYTES = 64 * 1024
+"""Largest frame accepted; also every SUB socket's ZMQ_MAXMSGSIZE (a bigger frame drops the peer)."""
+MAX_TOPIC_BYTES = len(STATUS_PREFIX) + 64
+MAX_LABELS = 32
+MAX_LABEL_CHARS = 32
+MAX_MODEL_CHARS = 128
+MAX_SOURCE_CHARS = 512
+MAX_DETAIL_CHARS = 512
+MAX_STATE_CHARS = 32
+MAX_VERSION_CHARS = 64
+MAX_COUNT = 2**63 - 1
+"""Counters and `seq` are non-negative 64-bit integers (what a C or Rust subscriber can hold)."""
+MAX_INT_DIGITS = 19
+MAX_EXTRA_KEYS = 32
+MAX_EXTRA_DEPTH = 4
 
 
 class MessageError(ValueError):
     """Frames that are not a serd message."""
+
+
+def _clip(text: str, limit: int) -> str:
+    # What serd itself sends stays within what every consumer accepts (a long file path, say).
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _round_probs(probs: dict[str, float] | None) -> dict[str, float] | None:
@@ -100,6 +127,7 @@ class EmotionMessage(_Topical):
             d["label"] = None
         d["arousal"] = _round_unit(self.arousal) if d["probs"] is not None else None
         d["smoothed_arousal"] = _round_unit(self.smoothed_arousal) if d["smoothed"] is not None else None
+        d["model"] = _clip(self.model, MAX_MODEL_CHARS)
         return {"schema": d.pop("schema"), **d}
 
 
@@ -140,6 +168,9 @@ class StatusMessage(_Topical):
         d["uptime_s"] = round(_finite(self.uptime_s), 3)
         d["cpu_percent"] = round(_finite(self.cpu_percent), 2)
         d["rss_mb"] = round(_finite(self.rss_mb), 2)
+        d["source"] = _clip(self.source, MAX_SOURCE_CHARS)
+        d["detail"] = _clip(self.detail, MAX_DETAIL_CHARS)
+        d["model"] = _clip(self.model, MAX_MODEL_CHARS)
         if not d["extra"]:
             d.pop("extra")
         return {"schema": d.pop("schema"), **d}
@@ -154,26 +185,183 @@ def encode(message: Message) -> list[bytes]:
     return [message.topic.encode("utf-8"), body.encode("utf-8")]
 
 
+# -- decoding: every value typed, finite and bounded, or a MessageError -------------------------
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MessageError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise MessageError(f"number {text[:20]} out of range")
+    return value
+
+
+def _short_int(text: str) -> int:
+    # Checked before int(): a 5000-digit number would cost quadratic time (or hit Python's limit).
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise MessageError(f"integer of {len(text)} digits out of range")
+    return int(text)
+
+
+def _parse_body(raw: bytes) -> Any:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"body of {len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant,
+                          parse_float=_finite_float, parse_int=_short_int)
+    except MessageError:
+        raise
+    except RecursionError:
+        raise MessageError("JSON nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise MessageError(f"undecodable frames: {exc}") from None
+
+
+Check = Callable[[str, Any], Any]
+"""Takes a field's name and raw value; returns the typed value or raises MessageError."""
+
+
+def _fail(name: str, expected: str, value: Any) -> MessageError:
+    shown = type(value).__name__ if isinstance(value, (dict, list)) else repr(value)[:40]
+    return MessageError(f"{name}: expected {expected}, got {shown}")
+
+
+def _text(limit: int) -> Check:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > limit:
+            raise _fail(name, f"a string of at most {limit} characters", value)
+        return value
+    return check
+
+
+def _device(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not DEVICE_ID_PATTERN.match(value):
+        raise _fail(name, "1-64 letters, digits or _.:-", value)
+    return value
+
+
+def _count(name: str, value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise _fail(name, "an integer 0..2**63-1", value)
+    return value
+
+
+def _real(name: str, value: Any) -> float:
+    # bool is an int in Python but not a number on the wire; NaN/inf never get this far.
+    if type(value) not in (int, float):
+        raise _fail(name, "a number", value)
+    return float(value)
+
+
+def _unit(name: str, value: Any) -> float:
+    number = _real(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise _fail(name, "a number in [0, 1]", value)
+    return number
+
+
+def _flag(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise _fail(name, "true or false", value)
+    return value
+
+
+def _optional(check: Check) -> Check:
+    def optional(name: str, value: Any) -> Any:
+        return None if value is None else check(name, value)
+    return optional
+
+
+def _probs(name: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not 0 < len(value) <= MAX_LABELS:
+        raise _fail(name, f"an object of 1-{MAX_LABELS} labels", value)
+    label = _text(MAX_LABEL_CHARS)
+    return {label(f"{name} label", k): _unit(f"{name}.{k[:MAX_LABEL_CHARS]}", v) for k, v in value.items()}
+
+
+def _extra(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or len(value) > MAX_EXTRA_KEYS:
+        raise _fail(name, f"an object of at most {MAX_EXTRA_KEYS} keys", value)
+    # Iterative, so no nesting depth can exhaust the stack; numbers are already finite.
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_EXTRA_DEPTH:
+            raise MessageError(f"{name}: nested deeper than {MAX_EXTRA_DEPTH}")
+        children = node.values() if isinstance(node, dict) else node
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+_COMMON: dict[str, Check] = {"device": _device, "seq": _count, "time": _real}
+_FIELDS: dict[str, dict[str, Check]] = {
+    EMOTION_SCHEMA: {
+        **_COMMON,
+        "captured_at": _real,
+        "start_s": _real,
+        "end_s": _real,
+        "speech": _flag,
+        "level_dbfs": _real,
+        "probs": _optional(_probs),
+        "smoothed": _optional(_probs),
+        "label": _optional(_text(MAX_LABEL_CHARS)),
+        "confidence": _optional(_unit),
+        "arousal": _optional(_unit),
+        "smoothed_arousal": _optional(_unit),
+        "model": _text(MAX_MODEL_CHARS),
+    },
+    STATUS_SCHEMA: {
+        **_COMMON,
+        "state": _text(MAX_STATE_CHARS),
+        "uptime_s": _real,
+        "source": _text(MAX_SOURCE_CHARS),
+        "model": _text(MAX_MODEL_CHARS),
+        "windows": _count,
+        "published": _count,
+        "overruns": _count,
+        "dropped": _count,
+        "cpu_percent": _real,
+        "rss_mb": _real,
+        "detail": _text(MAX_DETAIL_CHARS),
+        "version": _text(MAX_VERSION_CHARS),
+        "extra": _extra,
+    },
+}
+"""What each schema's fields must hold. Fields a message lacks take the dataclass default (or are
+an error if it has none); fields the dataclass lacks are checked and then left out, so a newer
+minor addition (e.g. `arousal`) is accepted by an older reader."""
+
+
 def decode(frames: list[bytes]) -> Message:
-    """Parse frames from a SUB socket; MessageError for anything that is not a serd message."""
+    """Parse frames from a SUB socket; MessageError for anything that is not a serd message.
+
+    Every field is checked for type, finiteness and size, so a consumer can format and
+    re-encode what it gets without further checks.
+    """
     if len(frames) != 2:
         raise MessageError(f"expected 2 frames, got {len(frames)}")
+    if len(frames[0]) > MAX_TOPIC_BYTES:
+        raise MessageError(f"topic of {len(frames[0])} bytes is over the {MAX_TOPIC_BYTES}-byte limit")
     try:
         topic = frames[0].decode("utf-8")
-        body = json.loads(frames[1].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise MessageError(f"undecodable frames: {exc}") from None
+    body = _parse_body(frames[1])
     if not isinstance(body, dict):
         raise MessageError("body is not a JSON object")
     schema = body.get("schema")
     cls = EmotionMessage if schema == EMOTION_SCHEMA else StatusMessage if schema == STATUS_SCHEMA else None
     if cls is None:
-        raise MessageError(f"unknown schema {schema!r}")
+        raise MessageError(f"unknown schema {str(schema)[:40]!r}")
     if not topic.startswith(cls.PREFIX):
         raise MessageError(f"topic {topic!r} does not match schema {schema}")
     names = set(cls.__dataclass_fields__) - {"PREFIX"}
+    values = {name: check(name, body[name]) for name, check in _FIELDS[schema].items() if name in body}
     try:
-        message = cls(**{k: v for k, v in body.items() if k in names})
+        message = cls(schema=schema, **{k: v for k, v in values.items() if k in names})
     except TypeError as exc:
         raise MessageError(f"{schema}: {exc}") from None
     if message.topic != topic:

@@ -1,8 +1,19 @@
-"""The ZeroMQ PUB socket: bind, HWM, optional CURVE, never blocks, clean close.
+"""The ZeroMQ publisher socket: bind, HWM, optional CURVE, never blocks, clean close.
 
 Used by one thread only (the daemon's worker). A subscriber that does not read
 fills its own queue up to `sndhwm`; after that ZeroMQ drops *its* messages
 (it sees a `seq` gap) while everyone else keeps receiving.
+
+It is an XPUB socket with manual subscriptions (ZMQ_XPUB_MANUAL), not a PUB: a PUB
+keeps every subscription any peer sends in a trie (30,000 distinct ones took a
+daemon from 62 MB to 1.44 GB). Here the worker reads the subscriptions itself, a
+few at each send, and accepts only prefixes of this daemon's own two topics
+(`serd.`, `serd.emotion.<device>`, ...), so a well-behaved subscriber holds at most
+a few dozen. libzmq still records each subscription it receives until that
+connection closes, so a connection that sends more than `MAX_REFUSED_PER_PEER`
+others is cut (its socket shut down; libzmq then frees what it recorded).
+Known limit: each cut flooding connection still leaves 40-55 KB of resident memory
+behind (measured; see benchmarks/RELIABILITY.md, "Hostile input").
 """
 
 from __future__ import annotations
@@ -16,9 +27,23 @@ from pathlib import Path
 import zmq
 
 from serd.config import PublisherSettings, is_loopback_endpoint
-from serd.messages import Message, encode
+from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, Message, encode
 
 _LOGGER = logging.getLogger(__name__)
+
+MAX_REFUSED_PER_PEER = 32
+"""Subscriptions to anything but serd's own topics one connection may send before it is cut off."""
+SUBSCRIPTIONS_PER_SEND = 1000
+"""Subscription messages read per send at most, so that a flood costs the worker little per window."""
+SUBSCRIPTION_RCVHWM = 10
+"""Subscription messages libzmq takes from one connection ahead of the worker reading them (a real
+subscriber sends one or two; more just wait in TCP). Small, because each one libzmq takes in is also
+recorded by it until that connection ends: with 100, a flooder reconnecting after every cut cost the
+daemon +53 MB in 18 s; with 10, +5 MB (measured with 30,000 subscriptions re-sent on each reconnect)."""
+CUT_LOG_EVERY = 100
+"""After the first, one warning per this many connections cut (a flood must not flood the log)."""
+SUBSCRIBE, UNSUBSCRIBE = 1, 0
+"""First byte of a subscription message."""
 
 
 def _ipc_path(endpoint: str) -> str:
@@ -55,16 +80,31 @@ class PublisherError(RuntimeError):
         self.config_error = config_error
 
 
+def topic_prefixes(device_id: str) -> frozenset[bytes]:
+    """Every subscription this daemon accepts: the prefixes of its own topics ("" and "serd." included)."""
+    topics = [(prefix + device_id).encode("utf-8") for prefix in (EMOTION_PREFIX, STATUS_PREFIX)]
+    return frozenset(topic[:n] for topic in topics for n in range(len(topic) + 1))
+
+
 class Publisher:
-    def __init__(self, settings: PublisherSettings, context: zmq.Context | None = None) -> None:
+    def __init__(self, settings: PublisherSettings, device_id: str, context: zmq.Context | None = None) -> None:
         self.settings = settings
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._auth = None
         self.sent = 0
         self.dropped = 0
-        self._socket = self._context.socket(zmq.PUB)
+        self.refused_subscriptions = 0
+        self.cut_peers = 0
+        self._accepted = topic_prefixes(device_id)
+        self._refused_by_fd: dict[int, int] = {}
+        self._client_by_fd: dict[int, str] = {}
+        """CURVE: the client key (z85) behind each connection that subscribed, to cut revoked ones on reload.
+        Keyed by descriptor, so it holds at most one entry per descriptor number the process can have."""
+        self._socket = self._context.socket(zmq.XPUB)
         try:
+            self._socket.setsockopt(zmq.XPUB_MANUAL, 1)
+            self._socket.setsockopt(zmq.RCVHWM, SUBSCRIPTION_RCVHWM)
             self._socket.setsockopt(zmq.SNDHWM, settings.sndhwm)
             self._socket.setsockopt(zmq.LINGER, settings.linger_ms)
             if settings.curve.enabled:
@@ -110,8 +150,93 @@ class Publisher:
         self._socket.curve_publickey = public
         self._socket.curve_server = True  # must precede bind
 
+    def serve_subscriptions(self) -> None:
+        """Accept or refuse the subscriptions that arrived (at most `SUBSCRIPTIONS_PER_SEND`); never blocks."""
+        for _ in range(SUBSCRIPTIONS_PER_SEND):
+            try:
+                frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            body = frame.bytes
+            kind, topic = (body[0], body[1:]) if body else (None, b"")
+            if kind in (SUBSCRIBE, UNSUBSCRIBE) and topic in self._accepted:
+                # Applies to the connection this subscription came from (libzmq's "last pipe").
+                self._socket.setsockopt(zmq.SUBSCRIBE if kind == SUBSCRIBE else zmq.UNSUBSCRIBE, topic)
+                if kind == SUBSCRIBE and self._auth is not None:
+                    self._remember_client(frame)
+            elif kind != UNSUBSCRIBE:  # libzmq sends unsubscriptions itself for closed connections
+                self._refuse(frame)
+
+    def _remember_client(self, frame: zmq.Frame) -> None:
+        try:
+            fd, client = frame.get(zmq.SRCFD), frame.get("User-Id")  # User-Id: the z85 key, set by ZAP
+        except zmq.ZMQError:
+            return
+        if fd >= 0 and client:
+            self._client_by_fd[fd] = client
+
+    def reload_clients(self) -> int:
+        """CURVE: re-read `authorized_clients` and cut the connections of keys no longer in it.
+
+        ZeroMQ authenticates a client only when it connects, so re-reading the list alone would
+        leave a revoked client receiving until it reconnects. Returns the connections cut.
+        """
+        if self._auth is None:
+            return 0
+        self.serve_subscriptions()  # know every connection that subscribed so far
+        location = str(self.settings.curve.authorized_clients)
+        self._auth.configure_curve(domain="*", location=location)
+        allowed = {key.decode("ascii") if isinstance(key, bytes) else str(key)
+                   for key in self._auth.certs.get("*", {})}
+        revoked = [fd for fd, client in self._client_by_fd.items() if client not in allowed]
+        for fd in revoked:
+            self._client_by_fd.pop(fd, None)
+            self._shutdown(fd)
+        _LOGGER.info("CURVE: %d authorized client key(s) re-read from %s; %d connection(s) of removed keys closed",
+                     len(allowed), location, len(revoked))
+        return len(revoked)
+
+    def _refuse(self, frame: zmq.Frame) -> None:
+        self.refused_subscriptions += 1
+        try:
+            fd = frame.get(zmq.SRCFD)
+        except zmq.ZMQError:
+            return
+        if fd < 0:
+            return
+        refused = self._refused_by_fd[fd] = self._refused_by_fd.get(fd, 0) + 1
+        if refused == MAX_REFUSED_PER_PEER + 1:
+            self._cut(fd)
+        if len(self._refused_by_fd) > 4 * MAX_REFUSED_PER_PEER:  # fds are reused; old counts do not matter
+            self._refused_by_fd.clear()
+
+    def _cut(self, fd: int) -> None:
+        """Shut down a flooding connection; libzmq notices, ends it and frees its subscriptions."""
+        self.cut_peers += 1
+        if self.cut_peers == 1 or self.cut_peers % CUT_LOG_EVERY == 0:
+            _LOGGER.warning("a subscriber sent more than %d subscriptions to other topics: disconnected it "
+                            "(%d connection(s) cut so far)", MAX_REFUSED_PER_PEER, self.cut_peers)
+        self._shutdown(fd)
+        self._refused_by_fd.pop(fd, None)
+
+    @staticmethod
+    def _shutdown(fd: int) -> None:
+        try:
+            # shutdown() acts on the connection, not the descriptor, so a duplicate can do it without
+            # taking the descriptor away from libzmq (which closes it when it ends the connection).
+            peer = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        try:
+            peer.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already gone, or (reused) not a socket: nothing to cut
+            pass
+        finally:
+            peer.close()
+
     def send(self, message: Message) -> bool:
         """Queue a message without ever blocking; False (and counted) if it could not be queued."""
+        self.serve_subscriptions()
         try:
             self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
         except zmq.Again:

@@ -96,7 +96,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EX_CONFIG
     source = make_source(settings.source, model.params.sample_rate)
     try:
-        publisher = Publisher(settings.publisher)
+        publisher = Publisher(settings.publisher, settings.device_id)
     except PublisherError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return EX_CONFIG if exc.config_error else 1

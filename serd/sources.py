@@ -184,7 +184,9 @@ class StdinSource:
         self._thread: threading.Thread | None = None
 
     def start(self, blocks: BlockQueue) -> None:
-        stream = self._stream or sys.stdin.buffer
+        stream = self._stream or (sys.stdin.buffer if sys.stdin is not None else None)
+        if stream is None:  # started with stdin closed (`serd run --source - <&-`): nothing will ever come
+            raise SourceError("stdin is closed: pipe raw PCM into serd run --source -")
         self._thread = threading.Thread(target=self._run, args=(blocks, stream), name="serd-stdin", daemon=True)
         self._thread.start()
 

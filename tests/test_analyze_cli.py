@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -148,3 +149,12 @@ def test_bad_hop_and_bad_model_are_refused(tiny_model_int8, files):
     assert done.returncode == EX_CONFIG
     lines = serd_lines(done.stderr)
     assert len(lines) == 1 and "absent.tflite" in lines[0], done.stderr
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tiny_model_int8, tmp_path):
+    """Issue 13, finding 10: `serd analyze FIFO` blocked in open() until a writer came."""
+    fifo = tmp_path / "audio.fifo"
+    os.mkfifo(fifo)
+    done = run_serd(["analyze", "--model", tiny_model_int8, fifo], tmp_path, timeout=60)
+    assert done.returncode == 1
+    assert "not a regular file" in done.stderr and "Traceback" not in done.stderr

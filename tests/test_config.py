@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -213,6 +214,57 @@ def test_run_refuses_invalid_yaml(workdir):
     path.write_text("analysis:\n  hop_s: 0.5\n   gate_dbfs: -40\n", encoding="utf-8")
     line = refused(["--config", path], workdir)
     assert "serd.yaml" in line and "not valid YAML at line" in line, line
+
+
+ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi"))
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Issue 13, finding 9: this file took 18 s and 2.2 GB before MemoryError."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB + "device_id: *i\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="aliases") as caught:
+        config.load(path)
+    assert len(str(caught.value)) < 200 and "lol" not in str(caught.value)
+
+
+def test_a_single_alias_is_refused_too_and_anchors_alone_are_fine(tmp_path):
+    path = tmp_path / "serd.yaml"
+    path.write_text("device_id: &name hall\n", encoding="utf-8")
+    assert config.load(path).device_id == "hall"
+    path.write_text("analysis: &a {hop_s: 0.5}\nsource: *a\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="line 2.*aliases"):
+        config.load(path)
+
+
+def test_an_oversized_config_is_refused_unread(tmp_path):
+    path = tmp_path / "serd.yaml"
+    path.write_text("# padding\n" * 10_000, encoding="utf-8")
+    with pytest.raises(ConfigError, match="over 64 KB"):
+        config.load(path)
+
+
+def test_a_fifo_config_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        config.load(fifo)
+
+
+def test_a_huge_bad_value_is_shown_cut_short(tmp_path):
+    path = tmp_path / "serd.yaml"
+    path.write_text(f"device_id: {'x' * 50_000}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="device_id") as caught:
+        config.load(path)
+    assert len(str(caught.value)) < 300
+
+
+def test_run_refuses_an_alias_bomb_in_one_line(workdir):
+    path = workdir / "serd.yaml"
+    path.write_text(ALIAS_BOMB, encoding="utf-8")
+    line = refused(["--config", path], workdir)
+    assert "serd.yaml" in line and "aliases" in line, line
 
 
 def test_run_refuses_a_missing_config_file(workdir):

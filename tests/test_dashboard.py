@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from hostile_messages import HOSTILE, OVERSIZE
 
 from conftest import RAVDESS_FIXTURES
 from serd.analysis import GateSettings, analyze_file, result_to_json
 from serd.dashboard.server import Dashboard, DashboardSettings, parse_listen
-from serd.dashboard.state import DashboardState, Subscription
+from serd.dashboard.state import MAX_DEVICES, DashboardState, Subscription
 from serd.messages import EmotionMessage, StatusMessage, encode
 from serd.model import Model
 
@@ -280,6 +281,63 @@ def test_malformed_messages_are_counted_and_skipped(start_dashboard, publisher: 
     assert [d["device"] for d in snapshot["devices"]] == ["room-1"]
 
 
+def test_hostile_messages_are_counted_and_the_view_stays_live(start_dashboard, publisher: Publisher):
+    """Issue 13, findings 1, 2 and 4: every mistyped, non-finite or oversized message, then valid ones."""
+    hostile = Publisher()
+    try:
+        dashboard = start_dashboard(connect=(publisher.endpoint, hostile.endpoint))
+        base = dashboard.url
+        publisher.announce(base, "room-1")
+        hostile.announce(base, "r")
+        counted = [name for name in HOSTILE if name not in OVERSIZE]
+        for name in counted:
+            hostile.send_raw(HOSTILE[name])
+        publisher.send(emotion("room-1", 0))
+        snapshot = wait_for(lambda: (s := get_json(base, "/api/state")[1])["malformed"] == len(counted) and
+                            find_device(s, "room-1")["n_points"] == 1 and s, "every bad message counted, the good one shown")
+        assert sorted(d["device"] for d in snapshot["devices"]) == ["r", "room-1"]
+        # An oversized frame makes ZeroMQ drop that publisher before buffering it; the others are unaffected.
+        for name in sorted(OVERSIZE):
+            hostile.send_raw(HOSTILE[name])
+        hostile.send_raw([b"serd.status.big", b"x" * (10 * 1024 * 1024)])
+        for seq in range(1, 4):
+            publisher.send(emotion("room-1", seq))
+        wait_for(lambda: find_device(get_json(base, "/api/state")[1], "room-1")["n_points"] == 4,
+                 "messages after the big frames")
+        assert dashboard.reader.is_alive()
+        body = request(base, "GET", "/api/state")[2]
+        strict = json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert strict["malformed"] == len(counted)
+    finally:
+        hostile.close()
+
+
+def test_a_forgotten_device_is_removed_from_open_pages(start_dashboard):
+    """Finding 4: 2000 devices left 2003 tiles; the page is now told when the server forgets one."""
+    dashboard = start_dashboard()
+    dashboard.state.apply(status("first", 0), received_at=time.time() - 60)
+    for i in range(MAX_DEVICES - 1):
+        dashboard.state.apply(status(f"d{i:03d}", 0))
+    conn, response = open_events(dashboard.url)
+    try:
+        assert len(read_sse_event(response)[1]["devices"]) == MAX_DEVICES
+        dashboard.state.apply(status("one-too-many", 0))
+        events = [read_sse_event(response) for _ in range(2)]
+        assert ("forget", "first") in [(event, data["device"]) for event, data in events]
+        assert find_device(dashboard.state.snapshot(), "first") is None
+    finally:
+        conn.close()
+    page = (REPO_ROOT / "serd/dashboard/static/app.js").read_text()
+    assert 'addEventListener("forget"' in page
+
+
+def test_the_last_guard_answers_instead_of_dropping_the_connection(start_dashboard):
+    dashboard = start_dashboard()
+    dashboard.state.info["broken"] = float("nan")  # cannot come from a message any more; the guard stays
+    code, _, body = request(dashboard.url, "GET", "/api/state")
+    assert code == 500 and json.loads(body)["error"]
+
+
 def test_a_client_that_does_not_read_never_stalls_the_subscriber(start_dashboard, publisher: Publisher):
     dashboard = start_dashboard()
     base = dashboard.url
@@ -294,7 +352,8 @@ def test_a_client_that_does_not_read_never_stalls_the_subscriber(start_dashboard
             for seq in range(first, first + batch):
                 publisher.send(emotion("room-1", seq))
             # Paced by what the dashboard has taken in, so ZeroMQ's high-water marks never drop anything.
-            wait_for(lambda: find_device(dashboard.state.snapshot(), "room-1")["emotion"]["seq"] == first + batch - 1,
+            wait_for(lambda: (find_device(dashboard.state.snapshot(), "room-1")["emotion"] or {}).get("seq")
+                     == first + batch - 1,
                      f"message {first + batch - 1} to be processed despite the stalled client")
         assert dashboard.state.dropped_events > 0, "the stalled client's queue should have overflowed"
         assert find_device(get_json(base, "/api/state")[1], "room-1")["lost"] == 0
@@ -332,7 +391,7 @@ def test_subscribes_with_curve_keys(tmp_path: Path, tiny_model_int8: Path):
     keys = make_keys(tmp_path / "keys")
     curve = CurveSettings(enabled=True, server_secret_key=str(keys["server_secret"]),
                           authorized_clients=str(keys["authorized"]))
-    serd_publisher = SerdPublisher(PublisherSettings(bind="tcp://127.0.0.1:*", curve=curve, linger_ms=0))
+    serd_publisher = SerdPublisher(PublisherSettings(bind="tcp://127.0.0.1:*", curve=curve, linger_ms=0), "room-1")
     dashboard = Dashboard(DashboardSettings(connect=(serd_publisher.endpoint,), port=0, model=str(tiny_model_int8),
                                             server_key=keys["server_public"], client_key=keys["client_secret"]))
     dashboard.start()
@@ -557,6 +616,16 @@ def test_command_refuses_a_network_address_without_token(publisher: Publisher):
     assert len(lines) == 1 and "--token" in lines[0] and "--allow-insecure" in lines[0]
 
 
+@pytest.mark.parametrize("flag", ["--history", "--stale-after", "--max-upload-mb"])
+@pytest.mark.parametrize("value", ["inf", "nan", "0"])
+def test_command_refuses_non_finite_flags_in_one_line(publisher: Publisher, flag: str, value: str):
+    done = subprocess.run([sys.executable, "-m", "serd", "dashboard", "--connect", publisher.endpoint,
+                           "--listen", "127.0.0.1:0", flag, value], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and flag in lines[0], done.stderr
+
+
 def test_command_reports_a_busy_port_in_one_line(publisher: Publisher):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -568,3 +637,79 @@ def test_command_reports_a_busy_port_in_one_line(publisher: Publisher):
     assert done.returncode == 1
     errors = [line for line in done.stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "Traceback" not in done.stderr
+
+
+def test_timeline_points_are_bounded_over_all_devices():
+    """Finding 4: memory bounded by a total, not by a per-device count times any number of devices."""
+    from serd.dashboard.state import MAX_TOTAL_POINTS
+
+    state = DashboardState()
+    devices = MAX_DEVICES
+    per_device = MAX_TOTAL_POINTS // devices + 50
+    for seq in range(per_device):
+        for d in range(devices):
+            state.apply(emotion(f"d{d:03d}", seq))
+    counts = [d["n_points"] for d in state.snapshot()["devices"]]
+    assert len(counts) == devices and sum(counts) == MAX_TOTAL_POINTS
+    assert max(counts) - min(counts) <= 1, "the longest timelines give way first"
+
+
+# -- the token policy (issue 13, finding 7) ---------------------------------------------------------
+
+
+def test_a_short_token_is_refused():
+    from serd.dashboard.server import DashboardError
+
+    with pytest.raises(DashboardError, match="16-256 characters"):
+        Dashboard(DashboardSettings(host="127.0.0.1", port=0, token="a"))
+
+
+def test_wrong_tokens_are_throttled_per_client(start_dashboard):
+    from serd.dashboard.guard import MAX_BAD_TOKENS
+
+    base = start_dashboard(token=TOKEN).url
+    codes = [request(base, "GET", "/api/state", headers={"Authorization": f"Bearer guess{i:012d}"})[0]
+             for i in range(MAX_BAD_TOKENS + 2)]
+    assert codes[:MAX_BAD_TOKENS] == [401] * MAX_BAD_TOKENS and codes[MAX_BAD_TOKENS:] == [429, 429], codes
+    # Throttled, the right token is not even checked: a guess that happens to be right learns nothing.
+    assert request(base, "GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 429
+    # Another client address (all of 127/8 is loopback) is not affected.
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60, source_address=("127.0.0.2", 0))
+    try:
+        conn.request("GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_the_cookie_proves_the_token_without_carrying_it_and_expires(start_dashboard):
+    from serd.dashboard.guard import COOKIE_MAX_AGE_S, cookie_ok, session_cookie
+
+    base = start_dashboard(token=TOKEN).url
+    code, headers, _ = request(base, "GET", f"/?token={TOKEN}")
+    cookie = headers["set-cookie"]
+    assert code == 303 and TOKEN not in cookie and f"Max-Age={COOKIE_MAX_AGE_S}" in cookie
+    assert request(base, "GET", "/api/state", headers={"Cookie": cookie.split(";", 1)[0]})[0] == 200
+    old = session_cookie(TOKEN, now=time.time() - COOKIE_MAX_AGE_S - 10)
+    assert not cookie_ok(TOKEN, old)
+    assert request(base, "GET", "/api/state", headers={"Cookie": f"serd_dashboard_token={old}"})[0] == 401
+    assert not cookie_ok("another-token-0123456789", session_cookie(TOKEN))
+
+
+def test_command_reads_the_token_from_a_file_and_warns_about_a_command_line_token(publisher: Publisher, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    process, base = start_command(["--connect", publisher.endpoint, "--listen", "127.0.0.1:0", "--model", "none",
+                                   "--token-file", str(token_file)], subprocess_env())
+    try:
+        assert request(base, "GET", "/api/state")[0] == 401
+        assert request(base, "GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=WAIT_S)
+    process, base = start_command(["--connect", publisher.endpoint, "--listen", "127.0.0.1:0", "--model", "none",
+                                   "--token", TOKEN], subprocess_env())
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=WAIT_S)
+    assert "visible to every user" in process.stderr.read()

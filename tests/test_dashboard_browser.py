@@ -2,9 +2,9 @@
 
 `serd run` plays examples/demo.flac in real time and publishes over ipc://;
 `serd dashboard` subscribes to it and to a test PUB socket (for the device
-with a hostile name). The page must show the device, move its bars, grow its
+with hostile text in its fields). The page must show the device, move its bars, grow its
 timeline, show the daemon's final "stopping" and then "stale", analyse an
-uploaded recording, and render the hostile name as text.
+uploaded recording, and render the hostile text as text.
 
 Never downloads a browser: it uses /usr/bin/chromium (CI: apt-get install chromium)
 and skips with a reason if that or Playwright is missing.
@@ -43,6 +43,9 @@ DEMO = REPO_ROOT / "examples" / "demo.flac"
 CLIP = RAVDESS_FIXTURES / "Actor_18/03-01-06-02-02-02-18.flac"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 XSS_NAME = "<img src=x onerror=alert(1)>"
+"""Markup in every free-text field a publisher controls (`detail`, `model`, a label name): it must show
+as text. (A device name like this is refused at decode since issue 13: names are 1-64 of A-Z a-z 0-9 _.:-)"""
+HOSTILE_ROOM = "hostile-room"
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 STALE_AFTER_S = 3.0
 START_TIMEOUT_S = 60.0
@@ -280,20 +283,22 @@ def test_live_daemon_shows_up_updates_and_goes_stale(page, dashboard, tiny_model
 
 def publish_hostile_device(socket: zmq.Socket, seq: int) -> None:
     now = time.time()
-    socket.send_multipart(encode(StatusMessage(device=XSS_NAME, seq=seq, time=now, state="running", uptime_s=seq,
-                                               source="test", model="test-model", windows=seq, published=seq)))
-    probs = {label: 0.1 for label in LABELS} | {"happy": 0.35, "neutral": 0.25}
+    socket.send_multipart(encode(StatusMessage(device=HOSTILE_ROOM, seq=seq, time=now, state="running", uptime_s=seq,
+                                               source="test", model=XSS_NAME, windows=seq, published=seq,
+                                               detail=XSS_NAME)))
+    probs = {label: 0.1 for label in LABELS if label != "sad"} | {"happy": 0.25, "neutral": 0.25, XSS_NAME: 0.1}
     socket.send_multipart(encode(EmotionMessage(
-        device=XSS_NAME, seq=seq, time=now, captured_at=now, start_s=seq * 0.5, end_s=seq * 0.5 + 2, speech=seq % 4 != 3,
-        level_dbfs=-30.0, probs=probs if seq % 4 != 3 else None, smoothed=probs if seq % 4 != 3 else None,
-        label="happy" if seq % 4 != 3 else None, confidence=0.35 if seq % 4 != 3 else None, model="test-model")))
+        device=HOSTILE_ROOM, seq=seq, time=now, captured_at=now, start_s=seq * 0.5, end_s=seq * 0.5 + 2,
+        speech=seq % 4 != 3, level_dbfs=-30.0, probs=probs if seq % 4 != 3 else None,
+        smoothed=probs if seq % 4 != 3 else None, label="happy" if seq % 4 != 3 else None,
+        confidence=0.25 if seq % 4 != 3 else None, model=XSS_NAME)))
 
 
-def test_hostile_device_name_renders_as_text(page, dialogs: list[str], test_publisher, tmp_path: Path):
+def test_hostile_text_renders_as_text(page, dialogs: list[str], test_publisher, tmp_path: Path):
     socket, _ = test_publisher
     seq = 0
     deadline = time.monotonic() + WAIT_MS / 1000
-    while page.query_selector(tile(XSS_NAME)) is None:  # the subscription needs a moment to reach the publisher
+    while page.query_selector(tile(HOSTILE_ROOM)) is None:  # the subscription needs a moment to reach the publisher
         assert time.monotonic() < deadline, "the hostile device never appeared"
         publish_hostile_device(socket, seq)
         seq += 1
@@ -301,8 +306,11 @@ def test_hostile_device_name_renders_as_text(page, dialogs: list[str], test_publ
     for _ in range(8):
         publish_hostile_device(socket, seq)
         seq += 1
-    page.wait_for_selector(f"{tile(XSS_NAME)} canvas[data-points]", timeout=WAIT_MS)
-    assert page.text_content(f"{tile(XSS_NAME)} .device-name") == XSS_NAME
+    page.wait_for_selector(f"{tile(HOSTILE_ROOM)} canvas[data-points]", timeout=WAIT_MS)
+    assert page.text_content(f"{tile(HOSTILE_ROOM)} .device-name") == HOSTILE_ROOM
+    assert page.text_content(f"{tile(HOSTILE_ROOM)} .detail") == XSS_NAME
+    assert XSS_NAME in page.text_content(f"{tile(HOSTILE_ROOM)} .bars")
+    assert XSS_NAME in page.text_content(tile(HOSTILE_ROOM))  # the model id in the meta line
     assert page.eval_on_selector_all("main img", "images => images.length") == 0
     page.wait_for_timeout(500)  # an onerror handler would have fired by now
     assert dialogs == []

@@ -369,7 +369,7 @@ class InProcessDaemon:
         self.notify = NotifySocket(tmp / "notify.sock")
         self.notifier = SystemdNotifier({"NOTIFY_SOCKET": str(tmp / "notify.sock"),
                                          "WATCHDOG_USEC": str(WATCHDOG_USEC)})
-        self.publisher = Publisher(self.settings.publisher)
+        self.publisher = Publisher(self.settings.publisher, self.settings.device_id)
         self.sub = Collector(sub_socket(context, endpoint))
         self._wait_for_subscription(context, endpoint)
         self.daemon = Daemon(self.settings, model, source, self.publisher, self.notifier)

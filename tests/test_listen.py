@@ -30,6 +30,7 @@ from helpers_daemon import (
     stopped,
     Subscriber,
 )
+from hostile_messages import HOSTILE, OVERSIZE
 from serd.messages import EmotionMessage, StatusMessage, encode
 
 DEVICE = "test-dev"
@@ -185,11 +186,52 @@ def test_listen_skips_malformed_messages_and_carries_on(workdir):
         pub.close()
     assert code == 0, err
     assert_no_traceback(err)
-    assert err.count("skipped a malformed message") == 3, err
+    assert "skipped 1 malformed message(s) (last: undecodable" in err, err
+    assert "skipped 3 malformed message(s) in all" in err, err
     objects = [json.loads(line) for line in (buffer.decode() + out).splitlines()]
     emotions = [o for o in objects if o["schema"] == "serd.emotion/1"]
     assert [o["seq"] for o in emotions] == [0, 1]
     assert emotions[0]["label"] == "happy" and emotions[1]["probs"] is None
+
+
+@pytest.mark.parametrize("mode", [["--json"], []], ids=["json", "summary-lines"])
+def test_listen_survives_every_hostile_message(workdir, mode):
+    """Issue 13: mistyped, non-finite, deep, huge and oversized messages; listen counts and carries on."""
+    pub, hostile = OwnPublisher(), OwnPublisher()
+    try:
+        listen = start_listen([*mode, "--count", "2", "--connect", pub.endpoint, "--connect", hostile.endpoint],
+                              workdir)
+        buffer = bytearray()
+        wait_for_listener(pub, listen, buffer)
+        counted = [name for name in HOSTILE if name not in OVERSIZE]
+        # The hostile socket needs its subscription too: a bad heartbeat until stderr shows it arrived.
+        deadline = time.monotonic() + TIMEOUT_S
+        err = bytearray()
+        while b"skipped 1 malformed" not in err and time.monotonic() < deadline:
+            hostile.send(HOSTILE["uptime-as-string"])
+            if select.select([listen.stderr], [], [], 0.1)[0]:
+                err.extend(os.read(listen.stderr.fileno(), 65536))
+        assert b"skipped 1 malformed" in err, err
+        for name in counted:
+            hostile.send(HOSTILE[name])
+        valid_but_odd = emotion(0)
+        valid_but_odd.confidence = None  # typed correctly, yet nothing to show as a percentage
+        hostile.send(encode(valid_but_odd))  # same connection: arrives after every bad one
+        for name in sorted(OVERSIZE):  # ZeroMQ drops the hostile peer here
+            hostile.send(HOSTILE[name])
+        time.sleep(1.0)  # not a timing assertion: lets the big frames arrive before the last good one
+        pub.send(encode(emotion(1, speech=False)))
+        code, out, rest = finish(listen)
+    finally:
+        pub.close()
+        hostile.close()
+    err_text = err.decode() + rest
+    assert code == 0, err_text
+    assert_no_traceback(err_text)
+    total = int(re.search(r"skipped (\d+) malformed message\(s\) in all", err_text).group(1))
+    assert total >= len(counted) + 1, err_text  # every counted case, plus at least one probe
+    lines = (buffer.decode() + out).splitlines()
+    assert sum(1 for line in lines if '"seq": 1' in line or "(no speech)" in line) >= 1, lines
 
 
 def test_listen_topic_filter_and_timeout(workdir):

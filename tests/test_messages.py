@@ -7,6 +7,9 @@ import math
 
 import pytest
 import zmq
+from hypothesis import given, settings
+
+from hostile_messages import HOSTILE, mutated_frames, status_body
 
 from serd.messages import (
     EMOTION_PREFIX,
@@ -220,3 +223,49 @@ def test_a_message_from_an_older_publisher_without_arousal_still_decodes():
     del body["arousal"], body["smoothed_arousal"]
     old = decode([b"serd.emotion.kitchen", json.dumps(body).encode()])
     assert old.arousal is None and old.smoothed_arousal is None and old.label == "angry"
+
+
+# -- hostile input (issue 13): every field typed, finite and bounded, or a MessageError ----------
+
+
+@pytest.mark.parametrize("frames", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_frames_are_message_errors(frames):
+    with pytest.raises(MessageError) as caught:
+        decode(frames)
+    assert len(str(caught.value)) < 200, "an error never echoes a huge value"
+
+
+def test_integers_are_accepted_where_numbers_are_expected():
+    decoded = decode([b"serd.status.r", status_body(time=1, uptime_s=3, cpu_percent=0)])
+    assert decoded.time == 1.0 and isinstance(decoded.time, float) and isinstance(decoded.uptime_s, float)
+
+
+def test_arousal_fields_are_optional_unit_numbers_or_null():
+    for changes in ({}, {"arousal": 0.7, "smoothed_arousal": 0.65}, {"arousal": None, "smoothed_arousal": None}):
+        assert decode([b"serd.emotion.kitchen", _emotion_body(**changes)]).device == "kitchen"
+
+
+def test_serd_keeps_its_own_long_fields_within_the_bounds():
+    long_path = "file:/" + "d/" * 400 + "recording.flac"
+    decoded = decode(encode(status(source=long_path, detail="why " * 300)))
+    assert decoded.source.startswith("file:/d/") and len(decoded.source) <= 512 and len(decoded.detail) <= 512
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames=mutated_frames())
+def test_decode_gives_a_message_error_or_a_message_safe_to_use(frames):
+    """Whatever a publisher sends: MessageError, or values every consumer can re-encode and format."""
+    from serd.listen import DeviceView, render, summary_line
+
+    try:
+        message = decode(frames)
+    except MessageError:
+        return
+    json.dumps(message.to_dict(), allow_nan=False)  # the dashboard's and listen --json's encoding
+    summary_line(message)
+    view = DeviceView()
+    if is_emotion(message):
+        view.emotion = view.last_speech = message
+    else:
+        view.status = message
+    render({message.device: view}, 0.0)

@@ -107,11 +107,17 @@ def test_sighup_applies_a_new_gate(serd: Reloadable, tiny_model_int8: Path, tmp:
     assert_contiguous(serd.sub)
 
 
+ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi"))
+"""Issue 13, finding 9: nested aliases that expand to 9**9 strings (GBs) from a few hundred bytes."""
+
+
 @pytest.mark.parametrize("bad_text, names", [
     ("analysis: {gate_dbfs: 5}\n", "analysis.gate_dbfs"),
     ("analysis: {gate_dbz: -20}\n", "analysis.gate_dbz"),
     ("analysis: {gate_dbfs: -20\n", "not valid YAML"),
-], ids=["out_of_range", "unknown_key", "broken_yaml"])
+    (ALIAS_BOMB, "aliases"),
+], ids=["out_of_range", "unknown_key", "broken_yaml", "alias_bomb"])
 def test_invalid_edit_keeps_the_running_config(serd: Reloadable, tiny_model_int8: Path, tmp: Path,
                                                bad_text: str, names: str):
     serd.sub.wait_for(emotions_at_least(2), process=serd.daemon, what="emotion messages")

@@ -14,6 +14,7 @@ reaches the publisher are dropped) is handled honestly, never by tolerating gaps
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -39,6 +40,9 @@ from helpers_daemon import (
     clip_then_quiet,
     emotion_count_at_least,
     free_tcp_port,
+    run_serd,
+    serd_cmd,
+    serd_env,
     load_clip,
     short_tmpdir,
     stopped,
@@ -199,6 +203,31 @@ def test_unusable_source_file_is_one_line_and_exit_1(tiny_model_int8, workdir, n
     (line,) = stderr.splitlines()
     assert line.startswith(f"serd: {name}: {reason}"), stderr
     assert not sub.emotions
+
+
+def test_a_fifo_source_is_refused_without_waiting_for_a_writer(tiny_model_int8, workdir):
+    """Issue 13, finding 10: open() on a FIFO blocks until a writer comes; serd refuses non-regular files."""
+    os.mkfifo(workdir / "audio.fifo")
+    done = run_serd(["run", "--source", "audio.fifo", "--bind", f"ipc://{workdir}/pub.ipc",
+                     "--model", tiny_model_int8], workdir, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert_no_traceback(done.stderr)
+    errors = [line for line in serd_lines(done.stderr) if line.startswith("ERROR")]
+    assert len(errors) == 1 and "audio.fifo: not a regular file" in errors[0], done.stderr
+    assert "stopping after 0 windows" in done.stderr
+
+
+def test_stdin_source_with_stdin_closed_stops_cleanly(tiny_model_int8, workdir):
+    """Issue 13, finding 10: `serd run --source - <&-` raised AttributeError and sent no final status."""
+    done = subprocess.run(serd_cmd("run", "--source", "-", "--bind", f"ipc://{workdir}/pub.ipc",
+                                   "--model", tiny_model_int8), cwd=workdir, env=serd_env(),
+                          stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0),  # noqa: PLW1509
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert_no_traceback(done.stderr)
+    errors = [line for line in serd_lines(done.stderr) if line.startswith("ERROR")]
+    assert len(errors) == 1 and "stdin is closed" in errors[0], done.stderr
+    assert "stopping after 0 windows" in done.stderr
 
 
 # -- stdin -----------------------------------------------------------------------------------------

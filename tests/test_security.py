@@ -164,6 +164,38 @@ def test_curve_lets_in_only_authorized_clients(tiny_model_int8: Path, tmp: Path,
     assert monitors["plain"].failed >= 1, monitors["plain"].events
 
 
+@pytest.mark.slow
+def test_sighup_revokes_a_removed_client_key(tiny_model_int8: Path, tmp: Path, zmq_context: zmq.Context):
+    """Issue 13, finding 8: a key removed from `authorized/` + SIGHUP -> that client stops receiving.
+
+    ZeroMQ checks a key only at the handshake, so serd re-reads the list and closes the
+    connections of keys no longer in it; the client's reconnection is then refused.
+    """
+    keys = make_keys(tmp / "keys", tmp)
+    second = make_keys(tmp / "second", tmp)
+    shutil.copy(second / "client.key", keys / "authorized" / "second.key")
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    config = write_config(tmp / "config.yaml", file_config(tiny_model_int8, endpoint, curve=curve_section(keys)))
+    with ServeProcess(["run", "--config", config], cwd=tmp, log_dir=tmp) as daemon:
+        daemon.wait_for_stderr("publishing on")
+        kept = Collector(sub_socket(zmq_context, endpoint, CurveKeys(keys / "server.key", keys / "client.key_secret")))
+        revoked = Collector(sub_socket(zmq_context, endpoint,
+                                       CurveKeys(keys / "server.key", second / "client.key_secret")))
+        for collector in (kept, revoked):
+            collector.wait_for(emotions_at_least(2), process=daemon, what="messages before the revocation")
+        (keys / "authorized" / "second.key").unlink()
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for_stderr("1 connection(s) of removed keys closed")
+        revoked.socket.poll(500)
+        revoked.drain()  # what was in flight before the cut
+        before = len(revoked.messages)
+        kept.wait_for(emotions_at_least(len(kept.emotions) + 6), process=daemon, what="messages after the revocation")
+        revoked.drain()
+        assert len(revoked.messages) == before, f"the revoked client still received {revoked.summary()}"
+        assert daemon.stop() == 0, daemon.stderr_text()
+        assert "Traceback" not in daemon.stderr_text()
+
+
 @pytest.mark.parametrize("broken, key", [
     ("secret_missing", "publisher.curve.server_secret_key"),
     ("public_as_secret", "publisher.curve.server_secret_key"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -41,7 +42,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="where to serve the page (default %(default)s; port 0 picks a free one)")
     p.add_argument("--token", default=None,
-                   help=f"access token (or env {TOKEN_ENV}); required on a non-loopback address")
+                   help=f"access token; required on a non-loopback address. Prefer env {TOKEN_ENV} or --token-file: "
+                        "a command line is visible to every user of the machine (/proc/PID/cmdline)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                   help="read the access token from the first line of FILE (keep it mode 600)")
     p.add_argument("--allow-insecure", action="store_true",
                    help="serve a non-loopback address without a token (anyone who can reach it sees the page)")
     p.add_argument("--model", default="serd-emotion6-int8",
@@ -57,14 +61,31 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=dashboard_command)
 
 
+def read_token_file(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(1024).decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--token-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    token = first[0].strip() if first else ""
+    if not token:
+        raise ValueError(f"--token-file {path}: the file is empty")
+    return token
+
+
 def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
     """DashboardSettings from the command line; ValueError naming the flag that is wrong."""
     host, port = parse_listen(args.listen)
     for flag, value in (("--stale-after", args.stale_after), ("--history", args.history),
                         ("--max-upload-mb", args.max_upload_mb)):
-        if not value > 0:
-            raise ValueError(f"{flag} must be > 0, got {value}")
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{flag} must be a finite number > 0, got {value}")
+    if args.token is not None:
+        token = args.token
+    elif args.token_file is not None:
+        token = read_token_file(args.token_file)
+    else:
+        token = os.environ.get(TOKEN_ENV) or None
     return DashboardSettings(
         connect=tuple(args.connect or ["tcp://127.0.0.1:5556"]),
         host=host,
@@ -103,6 +124,9 @@ def dashboard_command(args: argparse.Namespace) -> int:
             print(f"serd dashboard: {exc}", file=sys.stderr)
             return 1
         _LOGGER.info("serving on %s (subscribed to %s)", dashboard.url, ", ".join(settings.connect))
+        if args.token is not None:
+            _LOGGER.warning("--token on the command line is visible to every user of this machine; "
+                            "prefer %s or --token-file", TOKEN_ENV)
         if settings.token:
             _LOGGER.info("access token required: open %s?token=YOUR_TOKEN once (it becomes a cookie)", dashboard.url)
         elif not is_loopback_host(settings.host):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import http.server
+import io
 import json
 import logging
 import re
@@ -37,6 +38,15 @@ from serd.dashboard.settings import (  # noqa: F401  (re-exported for the CLI an
     DashboardSettings,
     is_loopback_host,
     parse_listen,
+)
+from serd.dashboard.guard import (
+    COOKIE_MAX_AGE_S,
+    HEADER_DEADLINE_S,
+    ConnectionGuard,
+    DeadlineReader,
+    GuessThrottle,
+    cookie_ok,
+    session_cookie,
 )
 from serd.dashboard.state import DashboardState
 from serd.dashboard.stream import StreamReader
@@ -78,17 +88,45 @@ KEEPALIVE_S = 15.0
 """A comment line on an idle event stream this often, so dead connections are noticed."""
 EVENT_WAIT_S = 1.0
 SOCKET_TIMEOUT_S = 60.0
-"""A client that neither sends nor reads for this long is disconnected (also bounds a stalled upload)."""
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")
-"""Token characters that survive a URL query and a cookie unchanged (what `secrets.token_urlsafe` makes)."""
+"""A client that neither sends nor reads for this long is disconnected."""
+MIN_TOKEN_CHARS = 16
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{%d,256}$" % MIN_TOKEN_CHARS)
+"""Token characters that survive a URL query and a cookie unchanged (what `secrets.token_urlsafe` makes);
+16 or more of them: 2,750 guesses a second would need longer than the universe's age for 16 random ones."""
+MAX_CONCURRENT_UPLOADS = 2
+"""Uploads received at once (each held in memory up to the upload limit); more get 503 at once."""
+BUSY_DRAIN_S = 10.0
+"""An upload refused as busy is read (and discarded) for at most this long, then the connection closes."""
+UPLOAD_MIN_BYTES_PER_S = 64 * 1024
+UPLOAD_BASE_DEADLINE_S = 30.0
+"""A body must arrive within 30 s plus its size at 64 KB/s (20 MB: 6 min), however it trickles."""
 
 
 # -- HTTP ------------------------------------------------------------------------------------
 
 
+def strict_json(obj: Any) -> str:
+    """Compact standard JSON; ValueError for NaN/Infinity, which browsers' JSON.parse refuse."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # an open event stream must not hold up shutdown
+    request_queue_size = 64
     dashboard: "Dashboard"
+    guard: ConnectionGuard
+    throttle: GuessThrottle
+
+    def process_request(self, request, client_address) -> None:
+        # Admission before a thread is spent on the connection (see serd.dashboard.guard).
+        if not self.guard.admit(request, client_address[0]):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        self.guard.release(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:  # one line, not a traceback
         import sys
@@ -110,6 +148,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return "serd-dashboard"
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = DeadlineReader(self.connection, SOCKET_TIMEOUT_S)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        # One deadline for the request line and all headers, however slowly they trickle.
+        self._reader.deadline = time.monotonic() + HEADER_DEADLINE_S
+        self.server.guard.headers_started(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._reader.deadline = None  # a body gets its own deadline (see _read_body)
+        self.server.guard.headers_done(self.connection)
+        return ok
 
     @property
     def dashboard(self) -> "Dashboard":
@@ -137,23 +192,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        try:
+            body = strict_json(obj).encode("utf-8")
+        except ValueError as exc:  # the last guard: never a dropped connection, never non-standard JSON
+            _LOGGER.error("could not encode an answer: %s", exc)
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error":"internal error: unencodable value"}'
         self._send_bytes(status, body, "application/json; charset=utf-8", headers)
 
     def _send_error_json(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
         self._send_json(status, {"error": message}, headers)
 
     # -- access ------------------------------------------------------------------------------
-    def _presented_token(self) -> str | None:
+    def _credentials_ok(self) -> bool | None:
+        """True/False for a bearer token or session cookie that is right/wrong; None if none was sent."""
         auth = self.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
-            return auth[7:].strip()
+            return self._token_ok(auth[7:].strip())
         try:
             cookie = SimpleCookie(self.headers.get("Cookie", ""))
         except CookieError:
-            return None
+            return False
         morsel = cookie.get(TOKEN_COOKIE)
-        return morsel.value if morsel else None
+        return cookie_ok(self.dashboard.settings.token, morsel.value) if morsel else None
 
     def _token_ok(self, presented: str | None) -> bool:
         expected = self.dashboard.settings.token
@@ -177,19 +237,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self._host_ok():
             self._send_error_json(HTTPStatus.FORBIDDEN, "unexpected Host header; open the dashboard via 127.0.0.1")
             return False
-        if not self.dashboard.settings.token:
+        token = self.dashboard.settings.token
+        if not token:
             return True
+        client = self.client_address[0]
+        if self.server.throttle.blocked(client):
+            self.close_connection = True
+            self._send_error_json(HTTPStatus.TOO_MANY_REQUESTS, "too many wrong tokens; try again in a minute",
+                                  {"Retry-After": "60"})
+            return False
         query = urllib.parse.parse_qs(url.query)
         if self.command == "GET" and "token" in query:
             if self._token_ok(query["token"][-1]):
-                # Swap the token in the address bar for a cookie the page's scripts cannot read.
+                # Swap the token in the address bar for a cookie the page's scripts cannot read, which
+                # carries proof of the token (not the token) and expires.
                 rest = urllib.parse.urlencode([(k, v) for k, vs in query.items() if k != "token" for v in vs])
                 location = url.path + (f"?{rest}" if rest else "")
-                cookie = f"{TOKEN_COOKIE}={self.dashboard.settings.token}; HttpOnly; SameSite=Strict; Path=/"
+                cookie = (f"{TOKEN_COOKIE}={session_cookie(token)}; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; "
+                          "SameSite=Strict; Path=/")
                 self._send_bytes(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": location, "Set-Cookie": cookie})
                 return False
-        elif self._token_ok(self._presented_token()):
-            return True
+            self.server.throttle.failed(client)
+        else:
+            verdict = self._credentials_ok()
+            if verdict:
+                return True
+            if verdict is False:
+                self.server.throttle.failed(client)
         self._send_error_json(
             HTTPStatus.UNAUTHORIZED,
             "access token required: open the dashboard once as /?token=TOKEN, or send Authorization: Bearer TOKEN",
@@ -222,16 +296,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if url.path != "/api/analyze":
             self._send_error_json(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
             return
+        slots = self.dashboard.upload_slots
+        if not slots.acquire(blocking=False):
+            self._drain(self._declared_length(), BUSY_DRAIN_S)
+            self._send_error_json(HTTPStatus.SERVICE_UNAVAILABLE,
+                                  f"busy receiving {MAX_CONCURRENT_UPLOADS} other recordings; try again in a moment")
+            return
         try:
             data, filename = self._read_upload()
             result = self.dashboard.analyzer.analyze(data, filename)
         except UploadError as exc:
             self._send_error_json(exc.status, str(exc))
             return
+        finally:
+            slots.release()
         self._send_json(HTTPStatus.OK, result)
 
+    def _declared_length(self) -> int:
+        try:
+            return max(0, int(self.headers.get("Content-Length", "0")))
+        except ValueError:
+            return 0
+
+    def _body_deadline(self, length: int) -> float:
+        return time.monotonic() + UPLOAD_BASE_DEADLINE_S + length / UPLOAD_MIN_BYTES_PER_S
+
     def _read_upload(self) -> tuple[bytes, str]:
-        """The request body, whole, in memory (never a temporary file), and the cleaned file name."""
+        """The request body, whole, in memory (never a temporary file), and the cleaned file name.
+
+        Read in chunks against one deadline for the whole body: a stalled or trickling upload
+        loses its slot after `UPLOAD_BASE_DEADLINE_S` plus its size at `UPLOAD_MIN_BYTES_PER_S`.
+        """
         limit = self.dashboard.settings.max_upload_bytes
         length_text = self.headers.get("Content-Length")
         if length_text is None:
@@ -250,26 +345,50 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"file too large ({length / MB:.1f} MB); the limit is {limit / MB:g} MB",
             )
-        data = self.rfile.read(length)
-        if len(data) != length:
+        body = bytearray(length)
+        view, got = memoryview(body), 0
+        self._reader.deadline = self._body_deadline(length)
+        try:
+            while got < length:
+                n = self.rfile.readinto(view[got:got + (1 << 16)])
+                if not n:
+                    break
+                got += n
+        except (TimeoutError, OSError):
             self.close_connection = True
-            raise UploadError(HTTPStatus.BAD_REQUEST, f"upload cut short ({len(data)} of {length} bytes)")
+            raise UploadError(HTTPStatus.REQUEST_TIMEOUT, f"upload too slow ({got} of {length} bytes arrived in time)") \
+                from None
+        finally:
+            self._reader.deadline = None
+            view.release()
+        if got != length:
+            self.close_connection = True
+            raise UploadError(HTTPStatus.BAD_REQUEST, f"upload cut short ({got} of {length} bytes)")
+        data = bytes(body)
+        del body
         if not data:
             raise UploadError(HTTPStatus.BAD_REQUEST, "empty upload: choose a recording")
         filename = clean_filename(self.headers.get(FILENAME_HEADER))
         check_extension(filename)
         return data, filename
 
-    def _drain(self, length: int) -> None:
+    def _drain(self, length: int, within_s: float | None = None) -> None:
+        """Read and discard a body we refuse, so the browser sees the answer (not a reset); bounded in time."""
         self.close_connection = True
         if length > DRAIN_LIMIT_BYTES:
             return
         remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                return
-            remaining -= len(chunk)
+        self._reader.deadline = self._body_deadline(length) if within_s is None else time.monotonic() + within_s
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+        except (TimeoutError, OSError):
+            return
+        finally:
+            self._reader.deadline = None
 
     def _serve_events(self) -> None:
         state = self.dashboard.state
@@ -296,7 +415,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         last_write = time.monotonic()
                     continue
                 event, data = item
-                payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+                try:
+                    payload = strict_json(data)
+                except ValueError as exc:  # skip the one event; the stream (and the page) stay up
+                    _LOGGER.error("could not encode a %s event: %s", event, exc)
+                    continue
                 self.wfile.write(f"event: {event}\ndata: {payload}\n\n".encode("utf-8"))
                 last_write = time.monotonic()
         except (ConnectionError, TimeoutError) as exc:
@@ -321,7 +444,7 @@ class Dashboard:
             )
         if settings.token is not None and not TOKEN_PATTERN.match(settings.token):
             raise DashboardError(
-                "the token must be 1-256 characters of A-Z a-z 0-9 . _ ~ - "
+                f"the token must be {MIN_TOKEN_CHARS}-256 characters of A-Z a-z 0-9 . _ ~ - "
                 "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
             )
         if not settings.max_upload_bytes > 0:
@@ -334,6 +457,7 @@ class Dashboard:
             raise DashboardError(str(exc)) from None
         self.reader = StreamReader(settings, self.state)
         self.stopping = threading.Event()
+        self.upload_slots = threading.BoundedSemaphore(MAX_CONCURRENT_UPLOADS)
         self._static: dict[str, bytes] = {}
         self._httpd: _Server | None = None
         self._http_thread: threading.Thread | None = None
@@ -373,6 +497,8 @@ class Dashboard:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise DashboardError(f"cannot listen on {self.settings.host}:{self.settings.port}: {reason}") from None
         self._httpd.dashboard = self
+        self._httpd.guard = ConnectionGuard()
+        self._httpd.throttle = GuessThrottle()
         try:
             self.reader.start_and_wait()
         except DashboardError:

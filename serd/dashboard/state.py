@@ -11,6 +11,7 @@ Times are the dashboard's own wall clock (`time.time()`) at receipt, so that
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -29,7 +30,11 @@ MAX_POINTS = 3000
 CLIENT_QUEUE_EVENTS = 256
 """Events queued per live-update client before its oldest are dropped."""
 MAX_DEVICES = 256
-"""Devices tracked at once; beyond this the least recently heard is forgotten."""
+"""Devices tracked at once; beyond this the least recently heard is forgotten (and the page told)."""
+MAX_TOTAL_POINTS = 20_000
+"""Timeline points kept over all devices (~2.5 KB each at worst): a publisher inventing devices at a
+high rate costs at most ~50 MB, while 20 real devices keep 300 s at a 0.5 s hop. Beyond it the device
+with the longest timeline loses its oldest point."""
 
 
 @dataclass
@@ -126,10 +131,9 @@ class DashboardState:
         clock: Callable[[], float] = time.time,
         info: dict[str, Any] | None = None,
     ) -> None:
-        if not stale_after_s > 0:
-            raise ValueError(f"stale_after_s must be > 0, got {stale_after_s}")
-        if not history_s > 0:
-            raise ValueError(f"history_s must be > 0, got {history_s}")
+        for name, value in (("stale_after_s", stale_after_s), ("history_s", history_s)):
+            if not (value > 0 and math.isfinite(value)):  # inf would reach the page as non-standard JSON
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         self.stale_after_s = stale_after_s
         self.history_s = history_s
         self.clock = clock
@@ -140,6 +144,7 @@ class DashboardState:
         self._subscriptions: set[Subscription] = set()
         self.messages = 0
         self.malformed = 0
+        self._points_total = 0
 
     # -- writer side (the ZeroMQ thread) ---------------------------------------------------
     def apply(self, message: Message, received_at: float | None = None) -> None:
@@ -164,7 +169,7 @@ class DashboardState:
                 if names:
                     device.labels = list(names)
                 point = point_of(message, now)
-                device.points.append(point)
+                self._add_point(device, point)
                 self._prune(device, now)
             elif isinstance(message, StatusMessage):
                 device.status = message.to_dict()
@@ -186,15 +191,29 @@ class DashboardState:
                     self._broadcast("update", {"server_time": round(now, 3), "device": device.summary(now), "point": None})
         return newly
 
+    def _add_point(self, device: DeviceState, point: dict[str, Any]) -> None:
+        if len(device.points) == device.points.maxlen:
+            device.points.popleft()
+            self._points_total -= 1
+        device.points.append(point)
+        self._points_total += 1
+        while self._points_total > MAX_TOTAL_POINTS:
+            longest = max(self._devices.values(), key=lambda d: len(d.points))
+            longest.points.popleft()
+            self._points_total -= 1
+
     def _prune(self, device: DeviceState, now: float) -> None:
         horizon = now - self.history_s
         while device.points and device.points[0]["t"] < horizon:
             device.points.popleft()
+            self._points_total -= 1
 
     def _forget_oldest_beyond_limit(self) -> None:
         while len(self._devices) > MAX_DEVICES:
             oldest = min(self._devices.values(), key=lambda d: d.last_heard)
             del self._devices[oldest.name]
+            self._points_total -= len(oldest.points)
+            self._broadcast("forget", {"server_time": round(self.clock(), 3), "device": oldest.name})
 
     def _broadcast(self, event: str, data: dict[str, Any]) -> None:
         for subscription in self._subscriptions:

@@ -78,4 +78,8 @@ class StreamReader(threading.Thread):
             log = _LOGGER.warning if self.state.malformed == 1 else _LOGGER.debug
             log("skipped a malformed message (%s)", exc)
             return
-        self.state.apply(message)
+        try:
+            self.state.apply(message)
+        except Exception:  # a bug in handling one message must not end the live view for everyone
+            self.state.count_malformed()
+            _LOGGER.exception("could not apply a message from %s; skipped", message.device)

@@ -412,6 +412,16 @@
     scheduleRender(d.device);
   }
 
+  function onForget(data) {
+    // The server stopped tracking this device (too many devices): drop its tile too.
+    const entry = view.devices.get(data.device);
+    if (entry) {
+      entry.tile.root.remove();
+      view.devices.delete(data.device);
+      renderOverview();
+    }
+  }
+
   function setConnection(state, text) {
     const node = document.getElementById("connection");
     node.setAttribute("data-state", state);
@@ -428,6 +438,7 @@
     });
     source.addEventListener("snapshot", function (event) { onSnapshot(JSON.parse(event.data)); });
     source.addEventListener("update", function (event) { onUpdate(JSON.parse(event.data)); });
+    source.addEventListener("forget", function (event) { onForget(JSON.parse(event.data)); });
   }
 
   function tick() {
