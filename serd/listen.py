@@ -29,14 +29,20 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=listen_command)
 
 
-def connect(endpoints: list[str], topics: list[str], server_key: Path | None = None, client_key: Path | None = None):
-    """A SUB socket connected and subscribed (CURVE when both key files are given)."""
+def connect(endpoints: list[str], topics: list[str], server_key: Path | None = None, client_key: Path | None = None,
+            max_message_bytes: int = -1):
+    """A SUB socket connected and subscribed (CURVE when both key files are given).
+
+    `max_message_bytes` > 0: a peer sending a larger frame is disconnected (ZMQ_MAXMSGSIZE),
+    so a hostile publisher cannot make us buffer gigabytes.
+    """
     import zmq
     import zmq.auth
 
     context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
     if server_key or client_key:
         if not (server_key and client_key):
             raise ValueError("CURVE needs both --server-key and --client-key")
