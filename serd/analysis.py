@@ -14,6 +14,7 @@ import numpy as np
 
 from serd.features import FeatureParams, StreamingLogMel, level_dbfs
 from serd.gate import SpeechGate
+from serd.labels import arousal_of
 from serd.windows import Window, WindowBuffer
 
 PredictMany = Callable[[np.ndarray], np.ndarray]
@@ -179,6 +180,7 @@ def result_to_json(result: AnalysisResult, name: str) -> dict:
         "file": name,
         "label": result.label,
         "probs": None if probs is None else {k: round(float(p), 5) for k, p in zip(result.labels, probs)},
+        "arousal": _rounded(arousal_of(probs, result.labels)),
         "windows": [
             {
                 "start": round(w.start_s, 4),
@@ -186,7 +188,12 @@ def result_to_json(result: AnalysisResult, name: str) -> dict:
                 "speech": w.speech,
                 "level_dbfs": round(w.level_dbfs, 2),
                 "probs": None if w.probs is None else {k: round(float(p), 5) for k, p in zip(result.labels, w.probs)},
+                "arousal": _rounded(arousal_of(w.probs, result.labels)),
             }
             for w in result.windows
         ],
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)

@@ -32,6 +32,7 @@ def add_parsers(subparsers) -> None:
 def analyze_command(args: argparse.Namespace) -> int:
     from serd.analysis import GateSettings, analyze_file, result_to_json
     from serd.audiofile import AudioFileError
+    from serd.labels import arousal_of
     from serd.model import Model, ModelError, resolve_model_path
 
     try:
@@ -65,6 +66,9 @@ def analyze_command(args: argparse.Namespace) -> int:
         print(f"{path}: {result.label} ({ranked[0][1]:.0%}; {speech}/{len(result.windows)} windows with speech)")
         for label, p in ranked:
             print(f"  {label:<9} {p:6.1%} {'█' * int(round(p * 30))}")
+        arousal = arousal_of(result.probs, model.labels)
+        if arousal is not None:
+            print(f"  arousal   {arousal:6.1%} (calm 0 % … activated 100 %)")
     return 1 if failed else 0
 
 

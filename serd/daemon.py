@@ -19,6 +19,7 @@ import numpy as np
 
 from serd import __version__
 from serd.config import Settings
+from serd.labels import arousal_of
 from serd.messages import EmotionMessage, StatusMessage
 from serd.notify import SystemdNotifier
 from serd.pipeline import WindowOutcome, WindowPipeline
@@ -140,6 +141,8 @@ class Daemon:
             label=label,
             confidence=confidence,
             model=self.model.model_id,
+            arousal=arousal_of(outcome.probs, labels),
+            smoothed_arousal=arousal_of(outcome.smoothed, labels),
         )
 
     # -- the worker loop -------------------------------------------------------------------

@@ -37,3 +37,29 @@ def label_for(label_set: str, emotion: str, gender: str) -> str:
 def emotion_of(label: str) -> str:
     """The emotion part of a label (seed12 labels carry a gender prefix)."""
     return label.split("_", 1)[1] if "_" in label else label
+
+# Arousal: how activated the voice is. The acted categories split cleanly on it
+# (Russell's circumplex): angry, happy and fearful are high-arousal, neutral and sad low.
+# Disgust sits near the middle of the arousal axis in the literature and in our data
+# (acted disgust is slow and low, but tense), so it counts for neither side: the
+# arousal probability is renormalised over the five emotions that have a side.
+ACTIVATED = ("happy", "angry", "fearful")
+CALM = ("neutral", "sad")
+
+
+def arousal_sides(labels: tuple[str, ...] | list[str]) -> tuple[list[int], list[int]]:
+    """Indices of the activated and the calm labels (seed12's gendered labels included)."""
+    emotions = [emotion_of(label) for label in labels]
+    return ([i for i, e in enumerate(emotions) if e in ACTIVATED], [i for i, e in enumerate(emotions) if e in CALM])
+
+
+def arousal_of(probs, labels: tuple[str, ...] | list[str]) -> float | None:
+    """P(activated | activated or calm) from a probability vector in `labels` order; None without both sides."""
+    if probs is None:
+        return None
+    high, low = arousal_sides(labels)
+    if not high or not low:
+        return None
+    activated = float(sum(probs[i] for i in high))
+    total = activated + float(sum(probs[i] for i in low))
+    return activated / total if total > 0 else None

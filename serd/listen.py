@@ -92,6 +92,8 @@ def render(devices: dict[str, DeviceView], now: float) -> str:
             bar = "█" if e is last else "░"  # solid: now; light: the last speech heard
             for label, p in last.smoothed.items():
                 lines.append(f"   {label:<9} {p:5.0%} {bar * int(round(p * BAR_WIDTH))}")
+            if last.smoothed_arousal is not None:
+                lines.append("   " + arousal_gauge(last.smoothed_arousal))
         if view.status is not None:
             s = view.status
             lines.append(
@@ -168,11 +170,19 @@ def listen_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def arousal_gauge(arousal: float, width: int = BAR_WIDTH) -> str:
+    """calm ──●── activated, the marker at the arousal probability."""
+    at = min(width - 1, int(arousal * width))
+    return f"{'calm':<9} {'─' * at}●{'─' * (width - 1 - at)} activated ({arousal:.0%})"
+
+
 def summary_line(message) -> str:
     if isinstance(message, StatusMessage):
         return f"{message.device} status {message.state} windows={message.windows} published={message.published}"
     if message.speech and message.label:
         return (f"{message.device} {message.start_s:7.2f}-{message.end_s:7.2f}s {message.label:<8} "
-                f"{message.confidence:.0%} level {message.level_dbfs:.0f} dBFS")
+                f"{message.confidence:.0%}"
+                + (f" arousal {message.smoothed_arousal:.0%}" if message.smoothed_arousal is not None else "")
+                + f" level {message.level_dbfs:.0f} dBFS")
     return f"{message.device} {message.start_s:7.2f}-{message.end_s:7.2f}s (no speech) level {message.level_dbfs:.0f} dBFS"
 

@@ -35,6 +35,12 @@ def _round_probs(probs: dict[str, float] | None) -> dict[str, float] | None:
     return {k: round(float(v), 5) for k, v in probs.items()}
 
 
+def _round_unit(value: float | None) -> float | None:
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(min(1.0, max(0.0, float(value))), 5)
+
+
 def _finite(value: float, default: float = 0.0) -> float:
     return float(value) if math.isfinite(float(value)) else default
 
@@ -73,6 +79,10 @@ class EmotionMessage(_Topical):
     confidence: float | None
     """Probability of `label` in `smoothed`."""
     model: str
+    arousal: float | None = None
+    """P(activated voice: angry, happy, fearful | activated or calm: neutral, sad) of this window; None for non-speech."""
+    smoothed_arousal: float | None = None
+    """The same from `smoothed`. Both added in serd 0.2 (absent from older publishers: None)."""
     schema: str = EMOTION_SCHEMA
     PREFIX: ClassVar[str] = EMOTION_PREFIX
 
@@ -88,6 +98,8 @@ class EmotionMessage(_Topical):
         d["confidence"] = None if self.confidence is None or d["smoothed"] is None else round(float(self.confidence), 5)
         if d["smoothed"] is None:
             d["label"] = None
+        d["arousal"] = _round_unit(self.arousal) if d["probs"] is not None else None
+        d["smoothed_arousal"] = _round_unit(self.smoothed_arousal) if d["smoothed"] is not None else None
         return {"schema": d.pop("schema"), **d}
 
 

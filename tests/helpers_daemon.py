@@ -274,6 +274,7 @@ def assert_windows_match(emotions: list[EmotionMessage], windows: list[dict]) ->
             assert list(message.probs) == list(window["probs"]), where
             for label, p in window["probs"].items():
                 assert abs(message.probs[label] - p) <= PROB_MATCH_TOL, f"{where} {label}: {message.probs[label]} != {p}"
+            assert abs(message.arousal - window["arousal"]) <= 2 * PROB_MATCH_TOL, where
 
 
 def pytest_approx(x: float, abs_tol: float = 1e-6):
@@ -309,8 +310,13 @@ def assert_emotion_stream(emotions: list[EmotionMessage], labels: tuple[str, ...
                 np.testing.assert_allclose([m.smoothed[k] for k in labels], state, atol=1e-4, err_msg=where)
             assert m.label == max(m.smoothed, key=m.smoothed.get), where
             assert m.confidence == pytest_approx(m.smoothed[m.label], 1e-5), where
+            # arousal = P(angry, happy, fearful) / P(those or neutral, sad), of this window and of the average
+            for value, probs in ((m.arousal, m.probs), (m.smoothed_arousal, m.smoothed)):
+                high = probs["angry"] + probs["happy"] + probs["fearful"]
+                assert value == pytest_approx(high / (high + probs["neutral"] + probs["sad"]), 1e-4), where
         else:
             assert m.probs is None and m.smoothed is None and m.label is None and m.confidence is None, where
+            assert m.arousal is None and m.smoothed_arousal is None, where
             if last_speech_end is not None and m.end_s - last_speech_end >= reset_s:
                 state = None
 

@@ -57,7 +57,7 @@ def test_json_one_object_per_file_and_errors_for_bad_ones(tiny_model_int8, files
 
     good = objects[0]
     labels = Labels.of(tiny_model_int8).names
-    assert set(good) == {"file", "label", "probs", "windows"}
+    assert set(good) == {"file", "label", "probs", "arousal", "windows"}
     assert tuple(good["probs"]) == labels
     assert abs(sum(good["probs"].values()) - 1) < 1e-3
     assert good["label"] == max(good["probs"], key=good["probs"].get)
@@ -66,6 +66,12 @@ def test_json_one_object_per_file_and_errors_for_bad_ones(tiny_model_int8, files
     # The file's probabilities are the mean over its speech windows.
     mean = np.mean([[w["probs"][k] for k in labels] for w in speech], axis=0)
     np.testing.assert_allclose([good["probs"][k] for k in labels], mean, atol=2e-5)
+    # arousal: activated (angry, happy, fearful) over activated + calm (neutral, sad); disgust on neither side
+    for obj in (good, *speech):
+        p = obj["probs"]
+        high = p["angry"] + p["happy"] + p["fearful"]
+        assert obj["arousal"] == pytest.approx(high / (high + p["neutral"] + p["sad"]), abs=2e-5)
+    assert all(w["arousal"] is None for w in good["windows"] if not w["speech"])
     duration = soundfile.info(str(files["clip"])).duration
     assert len(good["windows"]) == int((duration - 2.0) // 0.5) + 1
     for i, w in enumerate(good["windows"]):
@@ -84,8 +90,9 @@ def test_human_output_on_a_good_file(tiny_model_int8, files):
     labels = Labels.of(tiny_model_int8).names
     head = re.match(rf"^{re.escape(str(files['clip']))}: (\w+) \((\d+)%; (\d+)/(\d+) windows with speech\)$", lines[0])
     assert head, lines[0]
-    rows = [re.match(r"^  (\w+)\s+(\d+\.\d)%", line) for line in lines[1:]]
+    rows = [re.match(r"^  (\w+)\s+(\d+\.\d)%", line) for line in lines[1:-1]]
     assert all(rows) and sorted(r.group(1) for r in rows) == sorted(labels), lines
+    assert re.match(r"^  arousal\s+\d+\.\d% \(calm 0 % … activated 100 %\)$", lines[-1]), lines[-1]
     percents = [float(r.group(2)) for r in rows]
     assert percents == sorted(percents, reverse=True) and abs(sum(percents) - 100) < 0.5
     assert head.group(1) == rows[0].group(1)  # the headline is the top row

@@ -205,3 +205,18 @@ def test_frames_survive_a_real_zeromq_socket_pair():
     finally:
         sender.close()
         receiver.close()
+
+
+def test_arousal_round_trips_and_is_null_without_speech():
+    m = emotion(arousal=0.61234567, smoothed_arousal=0.5)
+    back = decode(encode(m))
+    assert back.arousal == 0.61235 and back.smoothed_arousal == 0.5
+    quiet = decode(encode(emotion(speech=False, probs=None, smoothed=None, label=None, confidence=None, arousal=0.3)))
+    assert quiet.arousal is None and quiet.smoothed_arousal is None
+
+
+def test_a_message_from_an_older_publisher_without_arousal_still_decodes():
+    body = emotion().to_dict()
+    del body["arousal"], body["smoothed_arousal"]
+    old = decode([b"serd.emotion.kitchen", json.dumps(body).encode()])
+    assert old.arousal is None and old.smoothed_arousal is None and old.label == "angry"
