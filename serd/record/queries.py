@@ -77,6 +77,8 @@ def aggregates(store: Store, span: Range, every_s: int) -> list[dict[str, Any]]:
         sums.setdefault((device, int(b)), {})[label] = float(total)
     out = []
     for device, b, minutes, n, speech, level_sum, arousal_sum, arousal_n, speech_minutes in totals:
+        # PostgreSQL sums BIGINTs as NUMERIC (Decimal): plain numbers from here on.
+        minutes, n, speech, arousal_n = int(minutes), int(n), int(speech), int(arousal_n)
         probs = None
         label_sums = sums.get((device, int(b)))
         if speech and label_sums:

@@ -23,12 +23,6 @@ def _probs_json(probs: dict[str, float] | None) -> str | None:
     return None if probs is None else json.dumps(probs, separators=(",", ":"))
 
 
-def _optional_unit(message: EmotionMessage, name: str) -> float | None:
-    # arousal / smoothed_arousal: optional message fields (None from daemons that do not send them).
-    value = getattr(message, name, None)
-    return None if value is None else float(value)
-
-
 WINDOW_COLUMNS = ("device", "session", "seq", "time", "captured_at", "start_s", "end_s", "speech", "level_dbfs",
                   "probs", "smoothed", "label", "confidence", "model", "arousal", "smoothed_arousal")
 STATUS_COLUMNS = ("device", "session", "seq", "time", "state", "uptime_s", "source", "model", "windows", "published",
@@ -40,7 +34,7 @@ GAP_COLUMNS = ("device", "session", "topic", "reason", "after_seq", "missing", "
 def window_row(m: EmotionMessage, session: int) -> tuple:
     return (m.device, session, m.seq, m.time, m.captured_at, m.start_s, m.end_s, bool(m.speech), m.level_dbfs,
             _probs_json(m.probs), _probs_json(m.smoothed), m.label, m.confidence, m.model,
-            _optional_unit(m, "arousal"), _optional_unit(m, "smoothed_arousal"))
+            m.arousal, m.smoothed_arousal)
 
 
 def status_row(m: StatusMessage, session: int) -> tuple:

@@ -109,8 +109,7 @@ class BatchWriter(threading.Thread):
                 write_batch(self.store, batch)
             except StoreError as exc:
                 if not exc.transient:
-                    self.error = exc
-                    _LOGGER.error("%s", exc)
+                    self.error = exc  # the recorder reports it, once, and exits 1
                     break
                 self.counts.retries += 1
                 if stop_deadline is not None and time.monotonic() > stop_deadline:
@@ -151,7 +150,6 @@ class BatchWriter(threading.Thread):
         except StoreError as exc:
             if not exc.transient:
                 self.error = exc
-                _LOGGER.error("%s", exc)
                 self._stop_requested.set()
             else:
                 _LOGGER.warning("retention postponed: %s", exc)
