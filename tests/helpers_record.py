@@ -3,6 +3,7 @@ PostgreSQL server (a throwaway cluster for the session), and real messages made 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,38 @@ def emotion(device: str, seq: int, time: float, speech: bool = True, **extra) ->
 def status(device: str, seq: int, time: float, state: str = "running") -> StatusMessage:
     return decode(encode(StatusMessage(device=device, seq=seq, time=time, state=state, uptime_s=seq * 5.0,
                                        source="file:test", model="serd-test", windows=seq * 10, published=seq * 10)))
+
+
+class TestPublisher:
+    """A real ZeroMQ XPUB socket standing in for daemons: it sees the recorder's subscriptions,
+    so a test sends only once the recorder is listening (no slow-joiner losses)."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, endpoint: str) -> None:
+        import zmq
+
+        self.socket = zmq.Context.instance().socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.LINGER, 2000)
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.bind(endpoint)
+        self.endpoint = endpoint
+
+    def wait_subscribed(self, topics: int = 2, timeout_s: float = 60.0) -> None:
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        while seen < topics:
+            left = deadline - time.monotonic()
+            assert left > 0, "the recorder never subscribed"
+            if self.socket.poll(int(left * 1000)):
+                if self.socket.recv()[:1] == b"\x01":
+                    seen += 1
+
+    def send(self, message) -> None:
+        self.socket.send_multipart(encode(message))
+
+    def send_raw(self, frames: list[bytes]) -> None:
+        self.socket.send_multipart(frames)
+
+    def close(self) -> None:
+        self.socket.close()
