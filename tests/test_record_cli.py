@@ -279,3 +279,25 @@ def test_a_read_only_place_is_one_clear_error_and_exit_1(workdir):
     finally:
         if os.geteuid() == 0:
             _umount(place)
+
+
+def test_tells_systemd_it_is_ready_and_pings_the_watchdog(workdir):
+    import socket as socketlib
+
+    notify_path = workdir / "notify"
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(WAIT_S)
+    env = serd_env(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+    recorder = start_recorder(workdir, f"sqlite://{workdir}/h.sqlite3", f"ipc://{workdir}/pub", env=env)
+    seen: set[str] = set()
+    try:
+        while not {"READY=1", "WATCHDOG=1"} <= seen:
+            seen.update(sock.recv(4096).decode().splitlines())
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait() == 0, recorder.stderr_text()
+        seen.update(sock.recv(4096).decode().splitlines())
+    finally:
+        recorder.kill()
+        sock.close()
+    assert "STOPPING=1" in seen

@@ -98,6 +98,8 @@ class Recorder:
         self.notifier.ready("recording")
         _LOGGER.info("recording %s into %s", ", ".join(self.endpoints), describe_url(self.store.url))
         next_report = time.monotonic() + REPORT_EVERY_S
+        watchdog_s = self.notifier.watchdog_interval_s()
+        next_ping = 0.0
         try:
             while not self._stop.is_set() and self.writer.error is None and self.writer.is_alive():
                 if poller.poll(POLL_MS):
@@ -107,6 +109,9 @@ class Recorder:
                         except zmq.Again:
                             break
                         self.handle(frames)
+                if watchdog_s and time.monotonic() >= next_ping:
+                    self.notifier.watchdog()
+                    next_ping = time.monotonic() + watchdog_s
                 if time.monotonic() >= next_report:
                     next_report = time.monotonic() + REPORT_EVERY_S
                     _LOGGER.info("%s", self.summary())
