@@ -296,7 +296,9 @@ def test_tells_systemd_it_is_ready_and_pings_the_watchdog(workdir):
             seen.update(sock.recv(4096).decode().splitlines())
         recorder.send_signal(signal.SIGTERM)
         assert recorder.wait() == 0, recorder.stderr_text()
-        seen.update(sock.recv(4096).decode().splitlines())
+        sock.settimeout(1.0)
+        while "STOPPING=1" not in seen:  # the process is gone: every datagram it sent is queued
+            seen.update(sock.recv(4096).decode().splitlines())
     finally:
         recorder.kill()
         sock.close()

@@ -57,8 +57,8 @@ def test_a_version_1_database_is_upgraded_with_its_rows_intact(db_url):  # noqa:
         old.execute("INSERT INTO windows (device, session, seq, time, captured_at, start_s, end_s, speech, level_dbfs, "
                     "probs, smoothed, label, confidence, model) VALUES ('old', 1, 0, ?, ?, 0, 2, ?, -20, ?, ?, 'sad', "
                     "0.5, 'm')", (T0, T0, True, json.dumps({"sad": 0.5, "happy": 0.5}), json.dumps({"sad": 0.5})))
-        old.execute("INSERT INTO minutes (device, minute, windows, speech_windows, level_sum) VALUES ('old', ?, 1, 1, -20)",
-                    (int(T0 // 60) * 60,))
+        old.execute("INSERT INTO minutes (device, minute, windows, speech_windows, recorded_s, speech_s, level_sum, "
+                    "prob_sums) VALUES ('old', ?, 1, 1, 0.5, 0.5, -20, ?)", (int(T0 // 60) * 60, '{"sad":0.5}'))
     old.close()
     new = open_store(db_url, create=True)
     assert new.migrate() == 1
@@ -66,7 +66,7 @@ def test_a_version_1_database_is_upgraded_with_its_rows_intact(db_url):  # noqa:
     rows = queries.windows(new, queries.Range(T0 - 1, T0 + 1))
     assert [(r["device"], r["label"], r["arousal"], r["probs"]) for r in rows] == [("old", "sad", None, {"sad": 0.5, "happy": 0.5})]
     agg = queries.aggregates(new, queries.Range(T0 - 60, T0 + 60), 60)
-    assert agg[0]["windows"] == 1 and agg[0]["arousal"] is None
+    assert agg[0]["windows"] == 1 and agg[0]["arousal"] is None and agg[0]["probs"] == {"sad": 0.5}
     # and it records new windows with arousal
     record(new, [emotion("old", 1, T0 + 0.5, arousal=0.25, smoothed_arousal=0.5)])
     assert [r["arousal"] for r in queries.windows(new, queries.Range(T0 - 1, T0 + 1))] == [None, 0.25]
@@ -140,10 +140,13 @@ def test_per_minute_aggregates_and_their_rollups(store):
     first_minute_start = int(T0 // 60) * 60
     in_first = [m for m in messages if m.time < first_minute_start + 60]
     speech = [m for m in in_first if m.speech]
+    # Recorded time: how far the windows advanced (hop 0.5 s), the first window adding nothing.
+    assert sum(m["recorded_s"] for m in minutes) == pytest.approx(239 * 0.5)
+    assert sum(m["speech_s"] for m in minutes) == pytest.approx(0.5 * sum(m.speech for m in messages[1:]))
     first = minutes[0]
+    assert first["speech_fraction"] == pytest.approx(first["speech_s"] / first["recorded_s"], abs=1e-4)
     assert first["start"] == first_minute_start
     assert first["windows"] == len(in_first) and first["speech_windows"] == len(speech)
-    assert first["speech_fraction"] == pytest.approx(len(speech) / len(in_first), abs=1e-4)
     assert first["level_dbfs"] == pytest.approx(sum(m.level_dbfs for m in in_first) / len(in_first), abs=0.01)
     assert first["arousal"] == pytest.approx(sum(m.arousal for m in speech) / len(speech), abs=1e-4)
     mean = {label: sum(m.probs[label] for m in speech) / len(speech) for label in LABELS}
@@ -153,7 +156,11 @@ def test_per_minute_aggregates_and_their_rollups(store):
     hour = queries.aggregates(store, span, 3600)
     assert sum(h["windows"] for h in hour) == 240
     assert sum(h["speech_windows"] for h in hour) == sum(m["speech_windows"] for m in minutes)
-    assert sum(h["recorded_s"] for h in hour) == 60 * len(minutes)
+    assert sum(h["recorded_s"] for h in hour) == pytest.approx(sum(m["recorded_s"] for m in minutes))
+    (day,) = queries.aggregates(store, span, 86400)
+    spoken = [m for m in messages if m.speech]
+    assert day["probs"] == pytest.approx({label: sum(m.probs[label] for m in spoken) / len(spoken) for label in LABELS},
+                                         abs=1e-4)
 
 
 def test_writes_in_several_batches_add_up_like_one(store, db_url):  # noqa: F811
@@ -161,12 +168,14 @@ def test_writes_in_several_batches_add_up_like_one(store, db_url):  # noqa: F811
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
     from serd.messages import encode
 
+    last_start: dict = {}
     for chunk in range(0, 100, 7):
         for m in messages[chunk:chunk + 7]:
             recorder.handle(encode(m))
-        write_batch(store, recorder.writer._take())
+        write_batch(store, recorder.writer._take(), last_start)
     minutes = queries.aggregates(store, queries.Range(T0 - 60, T0 + 120), 60)
     assert sum(m["windows"] for m in minutes) == 100
+    assert sum(m["recorded_s"] for m in minutes) == pytest.approx(99 * 0.5)
     speech = [m for m in messages if m.speech]
     first_minute = [m for m in speech if m.time < int(T0 // 60) * 60 + 60]
     assert minutes[0]["probs"]["happy"] == pytest.approx(sum(m.probs["happy"] for m in first_minute) / len(first_minute),
@@ -181,8 +190,9 @@ def test_retention_keeps_raw_windows_for_keep_days_and_aggregates_for_a_year(sto
     prune(store, now, keep_days=14, keep_aggregate_days=365)
     raw = [r["seq"] for r in queries.windows(store, queries.Range(0, now))]
     assert raw == [2]
-    kept = queries.aggregates(store, queries.Range(0, now), 60)
-    assert len(kept) == 2  # the 20-day-old minute survives as an aggregate; the 366-day-old one is gone
+    for every in (60, 3600):
+        kept = queries.aggregates(store, queries.Range(0, now), every)
+        assert len(kept) == 2  # the 20-day-old window survives as an aggregate; the 366-day-old one is gone
 
 
 def test_delete_a_rooms_history_before_a_time(store):
@@ -194,6 +204,7 @@ def test_delete_a_rooms_history_before_a_time(store):
     assert [r["seq"] for r in queries.windows(store, queries.Range(0, T0 + 1000, "a"))] == [5, 6, 7, 8, 9]
     assert len(queries.windows(store, queries.Range(0, T0 + 1000, "b"))) == 10
     assert all(m["start"] >= int(cut // 60) * 60 for m in queries.aggregates(store, queries.Range(0, T0 + 1000, "a"), 60))
+    assert queries.aggregates(store, queries.Range(0, T0 + 1000, "a"), 3600) == []  # the hour overlapping the cut goes
     assert sum(m["windows"] for m in queries.aggregates(store, queries.Range(0, T0 + 1000, "b"), 60)) == 10
 
 

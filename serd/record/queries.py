@@ -10,7 +10,7 @@ from typing import Any
 from serd.record.rows import WINDOW_COLUMNS
 from serd.record.store import Store
 from serd.record.when import utc_offset_s
-from serd.record.writes import MINUTE_S
+from serd.record.writes import HOUR_S, MINUTE_S
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class Range:
 
 
 def rooms(store: Store) -> list[dict[str, Any]]:
-    """Every room with history: first and last minute recorded (aggregates outlive raw windows)."""
-    rows = store.query("SELECT device, MIN(minute), MAX(minute) FROM minutes GROUP BY device ORDER BY device")
-    return [{"device": d, "first": float(first), "last": float(last) + MINUTE_S} for d, first, last in rows]
+    """Every room with history, and the hours it spans (aggregates outlive raw windows)."""
+    rows = store.query("SELECT device, MIN(hour), MAX(hour) FROM hours GROUP BY device ORDER BY device")
+    return [{"device": d, "first": float(first), "last": float(last) + HOUR_S} for d, first, last in rows]
 
 
 def windows(store: Store, span: Range) -> list[dict[str, Any]]:
@@ -57,44 +57,41 @@ def gaps(store: Store, span: Range) -> list[dict[str, Any]]:
 
 
 def aggregates(store: Store, span: Range, every_s: int) -> list[dict[str, Any]]:
-    """Per room and step (`every_s`: 60, 3600 or 86400; steps start at local midnight):
-    recorded and speech seconds, speech fraction, mean level, mean arousal of speech windows,
-    mean probabilities of speech windows by label and their top label."""
+    """Per room and step (`every_s`: 60, 3600 or 86400; steps start at local midnight): recorded
+    and speech seconds and their ratio, mean level, mean arousal and mean probabilities (with
+    their top label) of the speech windows. Minutes come from the per-minute table, hours and
+    days from the per-hour one (a day in a zone with a half-hour offset then starts 30 min off)."""
+    period, period_s = ("minute", MINUTE_S) if every_s < HOUR_S else ("hour", HOUR_S)
     # Shift by the local UTC offset at the range's start so that hours and days are local.
     offset = utc_offset_s(span.since)
-    lo = int(span.since // MINUTE_S) * MINUTE_S
-    where, params = Range(lo, span.until, span.device).where("minute")
-    bucket = "(minute + ?) / ?"
-    totals = store.query(
-        f"SELECT device, {bucket} AS b, COUNT(*), SUM(windows), SUM(speech_windows), SUM(level_sum), "
-        "SUM(arousal_sum), SUM(arousal_windows), "
-        "SUM(CAST(speech_windows AS DOUBLE PRECISION) / windows) "
-        f"FROM minutes WHERE {where} GROUP BY device, b ORDER BY device, b", [offset, every_s, *params])
-    sums: dict[tuple[str, int], dict[str, float]] = {}
-    for device, b, label, total in store.query(
-            f"SELECT device, {bucket} AS b, label, SUM(prob_sum) FROM minute_labels WHERE {where} "
-            "GROUP BY device, b, label", [offset, every_s, *params]):
-        sums.setdefault((device, int(b)), {})[label] = float(total)
+    lo = int(span.since // period_s) * period_s
+    where, params = Range(lo, span.until, span.device).where(period)
+    rows = store.query(
+        f"SELECT device, ({period} + ?) / ?, windows, speech_windows, recorded_s, speech_s, level_sum, arousal_sum, "
+        f"arousal_windows, prob_sums FROM {period}s WHERE {where} ORDER BY device, {period}",
+        [offset, every_s, *params])
+    # Summed here, not in SQL: the label sums are JSON, and a week of twenty rooms is 3,360 hour rows.
+    buckets: dict[tuple[str, int], list] = {}
+    for device, b, *values, prob_sums in rows:
+        bucket = buckets.setdefault((device, int(b)), [0, 0, 0.0, 0.0, 0.0, 0.0, 0, {}])
+        for i, value in enumerate(values):
+            bucket[i] += value
+        for label, total in json.loads(prob_sums).items():
+            bucket[7][label] = bucket[7].get(label, 0.0) + total
     out = []
-    for device, b, minutes, n, speech, level_sum, arousal_sum, arousal_n, speech_minutes in totals:
-        # PostgreSQL sums BIGINTs as NUMERIC (Decimal): plain numbers from here on.
-        minutes, n, speech, arousal_n = int(minutes), int(n), int(speech), int(arousal_n)
-        probs = None
-        label_sums = sums.get((device, int(b)))
-        if speech and label_sums:
-            probs = {label: round(total / speech, 5) for label, total in label_sums.items()}
+    for (device, b), (n, speech, recorded_s, speech_s, level_sum, arousal_sum, arousal_n, label_sums) in buckets.items():
+        probs = {label: round(total / speech, 5) for label, total in label_sums.items()} if speech else None
         out.append({
             "device": device,
-            "start": int(b) * every_s - offset,
-            "recorded_s": int(minutes) * MINUTE_S,
-            "speech_s": round(float(speech_minutes) * MINUTE_S, 1),
-            "windows": int(n),
-            "speech_windows": int(speech),
-            "speech_fraction": round(float(speech_minutes) / int(minutes), 4),
-            "level_dbfs": round(float(level_sum) / int(n), 2),
-            "arousal": round(float(arousal_sum) / int(arousal_n), 4) if arousal_n else None,
-            "probs": probs,
+            "start": b * every_s - offset,
+            "recorded_s": round(recorded_s, 1),
+            "speech_s": round(speech_s, 1),
+            "speech_fraction": round(speech_s / recorded_s if recorded_s else speech / n, 4),
+            "windows": n,
+            "speech_windows": speech,
+            "level_dbfs": round(level_sum / n, 2),
+            "arousal": round(arousal_sum / arousal_n, 4) if arousal_n else None,
+            "probs": probs or None,
             "label": max(probs, key=probs.__getitem__) if probs else None,
         })
     return out
-

@@ -7,8 +7,9 @@ interrupted upgrade leaves the old version intact. Never edit a released migrati
 Times are Unix seconds (REAL / DOUBLE PRECISION). A `session` is one run of a daemon as
 the recorder saw it: the time of its first recorded window in milliseconds (a restart,
 seen as `seq` going back, starts a new one). Probabilities are JSON text by label, so
-the schema does not depend on a model's label set; the per-minute aggregates keep
-their per-label sums in rows (`minute_labels`) so that SQL can add them up.
+the schema does not depend on a model's label set. The per-minute and per-hour aggregates
+hold sums, never means, so that every batch adds to them (`prob_sums`: summed probabilities
+of the speech windows by label, JSON).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ REAL = "DOUBLE PRECISION"
 """A 64-bit float in both dialects (SQLite reads it as REAL)."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # 1: windows, statuses, gaps, sessions, per-minute aggregates.
+    # 1: windows, statuses, gaps, sessions, per-minute and per-hour aggregates (hours: so that a week of
+    #    twenty rooms is summed from 3,360 rows, not 201,600).
     (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"""CREATE TABLE windows (
@@ -42,20 +44,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             device TEXT NOT NULL, session BIGINT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL,
             after_seq BIGINT NOT NULL, missing BIGINT NOT NULL, time {REAL} NOT NULL)""",
         "CREATE INDEX gaps_device_time ON gaps (device, time)",
-        f"""CREATE TABLE minutes (
-            device TEXT NOT NULL, minute BIGINT NOT NULL, windows BIGINT NOT NULL, speech_windows BIGINT NOT NULL,
-            level_sum {REAL} NOT NULL, PRIMARY KEY (device, minute))""",
-        "CREATE INDEX minutes_minute ON minutes (minute)",
-        f"""CREATE TABLE minute_labels (
-            device TEXT NOT NULL, minute BIGINT NOT NULL, label TEXT NOT NULL, prob_sum {REAL} NOT NULL,
-            PRIMARY KEY (device, minute, label))""",
+        *(statement for period in ("minute", "hour") for statement in (
+            f"""CREATE TABLE {period}s (
+                device TEXT NOT NULL, {period} BIGINT NOT NULL, windows BIGINT NOT NULL,
+                speech_windows BIGINT NOT NULL, recorded_s {REAL} NOT NULL, speech_s {REAL} NOT NULL,
+                level_sum {REAL} NOT NULL, prob_sums TEXT NOT NULL, PRIMARY KEY (device, {period}))""",
+            f"CREATE INDEX {period}s_{period} ON {period}s ({period})")),
     ),
     # 2: arousal (summed probabilities of the aroused emotions), per window and per minute.
     (
         f"ALTER TABLE windows ADD COLUMN arousal {REAL}",
         f"ALTER TABLE windows ADD COLUMN smoothed_arousal {REAL}",
-        f"ALTER TABLE minutes ADD COLUMN arousal_sum {REAL} NOT NULL DEFAULT 0",
-        "ALTER TABLE minutes ADD COLUMN arousal_windows BIGINT NOT NULL DEFAULT 0",
+        *(statement for table in ("minutes", "hours") for statement in (
+            f"ALTER TABLE {table} ADD COLUMN arousal_sum {REAL} NOT NULL DEFAULT 0",
+            f"ALTER TABLE {table} ADD COLUMN arousal_windows BIGINT NOT NULL DEFAULT 0")),
     ),
 )
 

@@ -61,6 +61,8 @@ class BatchWriter(threading.Thread):
         # (device, topic) -> [session, seq before the first dropped one, count, time of the first]
         self._dropped: dict[tuple[str, str], list] = {}
         self._next_prune = 0.0
+        self._last_start: dict[tuple[str, int], float] = {}
+        """(device, session) -> the last written window's start_s: how far each window advances the recording."""
 
     # -- the subscriber's side ---------------------------------------------------------------
     def offer(self, kind: str, row: tuple, device: str = "", topic: str = "", session: int = 0, seq: int = 0,
@@ -106,7 +108,7 @@ class BatchWriter(threading.Thread):
                 self._wake.clear()
                 continue
             try:
-                write_batch(self.store, batch)
+                write_batch(self.store, batch, self._last_start)
             except StoreError as exc:
                 if not exc.transient:
                     self.error = exc  # the recorder reports it, once, and exits 1
