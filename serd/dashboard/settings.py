@@ -39,6 +39,8 @@ class DashboardSettings:
     gate_dbfs: float = -55.0
     """Upload analysis: speech gate level (as `serd analyze`)."""
     extra_headers: dict[str, str] = field(default_factory=dict)
+    db: str | None = None
+    """History database written by `serd record` (sqlite:///PATH or postgresql://...); None: live view only."""
 
 
 def is_loopback_host(host: str) -> bool:
