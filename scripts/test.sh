@@ -10,8 +10,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # System packages: PortAudio (microphone); ALSA tools, PulseAudio and the ALSA pulse
 # plugin (a fake microphone paced by a PulseAudio null sink); systemd (systemd-analyze
-# checks of the unit); Chromium (dashboard browser test); shellcheck (install scripts).
-PACKAGES="libportaudio2 alsa-utils pulseaudio pulseaudio-utils libasound2-plugins systemd chromium shellcheck"
+# checks of the unit); Chromium (dashboard browser test); shellcheck (install scripts);
+# PostgreSQL's server binaries (history tests start a throwaway cluster of their own).
+PACKAGES="libportaudio2 alsa-utils pulseaudio pulseaudio-utils libasound2-plugins systemd chromium shellcheck postgresql"
 missing=$(for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "installing: $missing"
