@@ -247,7 +247,7 @@ def report(r: dict) -> str:
         f"| messages/s decoded and queued by the recorder | {w['handle_per_s']:,.0f} |",
         f"| raw windows + statuses, per room per day of running | {g['raw_mb_per_day']:.1f} MB "
         f"({g['raw_bytes_per_window']:.0f} bytes per window) |",
-        f"| per-minute aggregates, per room per day | {g['aggregate_mb_per_day']:.2f} MB |",
+        f"| per-minute and per-hour aggregates, per room per day | {g['aggregate_mb_per_day']:.2f} MB |",
         f"| `serd record`, {rt['rooms']} rooms in real time for {rt['seconds']:.0f} s: CPU | {rt['cpu_percent']:.1f} % of one core |",
         f"| ... RSS (max) | {rt['rss_max_mb']:.1f} MB |",
         f"| ... windows stored / published | {rt['windows_stored']} / {rt['windows_published']} |",

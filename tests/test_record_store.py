@@ -272,3 +272,33 @@ def test_queries_answer_while_the_writer_writes(store, db_url):  # noqa: F811
         writer.stop()
         reader.close()
     assert len(queries.windows(store, queries.Range(0, T0 + 1000))) == 500
+
+
+def test_a_lost_postgresql_connection_is_retried_and_reconnected(db_url):  # noqa: F811
+    if not db_url.startswith("postgresql://"):
+        pytest.skip("PostgreSQL only: a SQLite file has no connection to lose")
+    store = open_store(db_url, create=True)
+    store.migrate()
+    writer = BatchWriter(store, WriterSettings(flush_s=0.05, batch_rows=10))
+    writer.start()
+    admin = open_store(db_url)
+    try:
+        for i in range(20):
+            m = emotion("pg", i, T0 + i * 0.5)
+            writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, i, m.time)
+        deadline = time.monotonic() + WAIT_S
+        while writer.counts.written < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = store.query("SELECT pg_backend_pid()")[0][0]
+        admin.execute("SELECT pg_terminate_backend(?)", (pid,))  # the server drops the recorder's connection
+        for i in range(20, 40):
+            m = emotion("pg", i, T0 + i * 0.5)
+            writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, i, m.time)
+        while writer.counts.written < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.stop()
+        admin.close()
+    assert writer.error is None and writer.counts.retries >= 1
+    assert [r["seq"] for r in queries.windows(store, queries.Range(0, T0 + 100))] == list(range(40))
+    store.close()

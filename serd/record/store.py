@@ -246,10 +246,13 @@ class PostgresStore(Store):
         except ImportError:
             raise StoreError("PostgreSQL needs psycopg 3: pip install 'serd[postgres]'") from None
         self._psycopg = psycopg
+        self.conn = self._connect()
+
+    def _connect(self):
         try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S)
-        except psycopg.Error as exc:
-            raise StoreError(f"{describe_url(url)}: cannot connect ({one_line(exc)})", transient=True) from None
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"{describe_url(self.url)}: cannot connect ({one_line(exc)})", transient=True) from None
 
     def _execute(self, sql, params=()):
         return self.conn.execute(sql.replace("?", "%s"), tuple(params))
@@ -260,6 +263,8 @@ class PostgresStore(Store):
 
     @contextmanager
     def _begin(self):
+        if self.conn.closed or self.conn.broken:  # the server restarted or dropped us: a retry reconnects
+            self.conn = self._connect()
         with self.conn.transaction():
             yield
 
