@@ -303,3 +303,45 @@ def test_tells_systemd_it_is_ready_and_pings_the_watchdog(workdir):
         recorder.kill()
         sock.close()
     assert "STOPPING=1" in seen
+
+
+def test_records_a_curve_publisher_with_the_keys_serd_keys_makes(workdir):
+    """Encrypted publishers (the daemon's publisher.curve): the recorder subscribes with its key pair."""
+    import zmq
+
+    from serd.keys import make_keys
+    from serd.messages import encode
+
+    keys = make_keys(workdir / "keys")
+    server_public, server_secret = zmq.auth.load_certificate(keys["server_secret"])
+    pub = zmq.Context.instance().socket(zmq.XPUB)
+    pub.curve_server = True
+    pub.curve_secretkey = server_secret
+    pub.curve_publickey = server_public
+    endpoint = f"ipc://{workdir}/curve"
+    pub.bind(endpoint)
+    url = f"sqlite://{workdir}/h.sqlite3"
+    recorder = start_recorder(workdir, url, endpoint, "--server-key", str(keys["server_public"]),
+                              "--client-key", str(keys["client_secret"]))
+    try:
+        assert pub.poll(int(WAIT_S * 1000)), "the recorder never subscribed"
+        while pub.poll(500):
+            pub.recv()
+        t = time.time()
+        for i in range(10):
+            pub.send_multipart(encode(emotion("secret-room", i, t + i * 0.5)))
+        assert wait_for_rows(url, "secret-room", 10, recorder) == list(range(10))
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait() == 0
+    finally:
+        recorder.kill()
+        pub.close(linger=0)
+
+
+def test_a_missing_key_file_is_a_config_error(workdir):
+    done = run_serd(["record", "--db", f"sqlite://{workdir}/h.db", "--server-key", "nope.key", "--client-key",
+                     "nope.key_secret"], cwd=workdir)
+    assert done.returncode == 78
+    errors = [line for line in serd_lines(done.stderr) if line.startswith("serd:")]
+    assert len(errors) == 1 and "nope.key" in errors[0], done.stderr
+    assert_no_traceback(done.stderr)

@@ -70,8 +70,8 @@ def record_command(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # CURVE key files
-        print(f"serd: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # CURVE key files: missing, unreadable, not a key
+        print(f"serd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     finally:
         store.close()
