@@ -9,11 +9,12 @@ A `Store` turns driver errors into `StoreError`, which says whether waiting can 
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url)
 
 
-class Store:
+class Store(abc.ABC):
     """A connection to one history database. Not thread-safe: one thread at a time uses it."""
 
     dialect: str
@@ -79,25 +80,33 @@ class Store:
         self.url = url
 
     # -- the parts each dialect provides -----------------------------------------------------
+    @abc.abstractmethod
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
+        """Run one statement; returns a cursor."""
 
+    @abc.abstractmethod
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        raise NotImplementedError
+        """Run one statement for every row."""
 
-    @contextmanager
-    def _begin(self) -> Iterator[None]:
-        raise NotImplementedError
-        yield
+    @abc.abstractmethod
+    def _begin(self) -> AbstractContextManager[None]:
+        """A context that commits on success and rolls back on an exception."""
 
+    @abc.abstractmethod
     def _has_table(self, name: str) -> bool:
-        raise NotImplementedError
+        """Whether the table exists."""
 
+    @abc.abstractmethod
+    def _is_driver_error(self, exc: Exception) -> bool:
+        """Whether the exception comes from the database driver."""
+
+    @abc.abstractmethod
     def _error(self, exc: Exception) -> StoreError:
-        raise NotImplementedError
+        """The driver's exception as one line, transient or not."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection."""
 
     # -- shared -------------------------------------------------------------------------------
     @contextmanager
@@ -112,9 +121,6 @@ class Store:
             if self._is_driver_error(exc):
                 raise self._error(exc) from exc
             raise
-
-    def _is_driver_error(self, exc: Exception) -> bool:
-        raise NotImplementedError
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._guard(self._execute, sql, params)
@@ -209,11 +215,11 @@ class SqliteStore(Store):
         self.conn.execute("BEGIN IMMEDIATE")  # take the write lock now, not half-way through
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            if self.conn.in_transaction:
+            if self.conn.in_transaction:  # also after a failed COMMIT: the next batch starts clean
                 self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def _has_table(self, name):
         return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
