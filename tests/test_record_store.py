@@ -43,6 +43,17 @@ def record(store, messages) -> Recorder:
     return recorder
 
 
+def offer_window(writer: BatchWriter, device: str, seq: int) -> bool:
+    m = emotion(device, seq, T0 + seq * 0.5)
+    return writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, m.seq, m.time)
+
+
+def wait_written(writer: BatchWriter, rows: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while writer.counts.written < rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_fresh_database_gets_the_current_schema(store):
     assert store.schema_version() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # opening again changes nothing
@@ -229,10 +240,8 @@ def test_a_locked_database_backs_up_into_the_bounded_queue_and_reports_its_drops
     holder.start()
     assert holding.wait(WAIT_S)
     writer.start()
-    sent = [emotion("busy", i, T0 + i * 0.5) for i in range(200)]
-    accepted = 0
-    for m in sent:
-        accepted += writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, m.seq, m.time)
+    sent = range(200)
+    accepted = sum(offer_window(writer, "busy", i) for i in sent)
     assert accepted <= settings.queue_rows + settings.batch_rows
     assert writer.counts.dropped == len(sent) - accepted > 0
     release.set()
@@ -261,13 +270,10 @@ def test_queries_answer_while_the_writer_writes(store, db_url):  # noqa: F811
     reader = open_store(db_url)
     try:
         for i in range(500):
-            m = emotion("rw", i, T0 + i * 0.5)
-            writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, i, m.time)
+            offer_window(writer, "rw", i)
             if i % 100 == 0:
                 queries.windows(reader, queries.Range(0, T0 + 1000))
-        deadline = time.monotonic() + WAIT_S
-        while writer.counts.written < 500 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_written(writer, 500)
     finally:
         writer.stop()
         reader.close()
@@ -284,18 +290,13 @@ def test_a_lost_postgresql_connection_is_retried_and_reconnected(db_url):  # noq
     admin = open_store(db_url)
     try:
         for i in range(20):
-            m = emotion("pg", i, T0 + i * 0.5)
-            writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, i, m.time)
-        deadline = time.monotonic() + WAIT_S
-        while writer.counts.written < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            offer_window(writer, "pg", i)
+        wait_written(writer, 20)
         pid = store.query("SELECT pg_backend_pid()")[0][0]
         admin.execute("SELECT pg_terminate_backend(?)", (pid,))  # the server drops the recorder's connection
         for i in range(20, 40):
-            m = emotion("pg", i, T0 + i * 0.5)
-            writer.offer("windows", window_row(m, 1), m.device, EMOTION, 1, i, m.time)
-        while writer.counts.written < 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            offer_window(writer, "pg", i)
+        wait_written(writer, 40)
     finally:
         writer.stop()
         admin.close()
