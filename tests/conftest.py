@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,28 @@ def sample_clip_paths(ravdess_root: Path) -> list[Path]:
     missing = [str(p) for p in paths if not p.is_file()]
     assert not missing, f"RAVDESS is present but incomplete: {missing}"
     return paths
+
+
+NEMO_HEADER = "file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage\n"
+
+
+@pytest.fixture(scope="session")
+def small_nemo(tmp_path_factory, sample_clip_paths) -> Path:
+    """A nEMO-layout folder (data.tsv + samples/) with nEMO's real names: 3 speakers, 5 emotions each.
+
+    The audio is real speech (RAVDESS clips under nEMO names) so the test needs no second corpus.
+    """
+    root = tmp_path_factory.mktemp("nemo")
+    (root / "samples").mkdir()
+    rows = []
+    emotions = ("anger", "fear", "happiness", "neutral", "sadness")
+    for s, (speaker, gender) in enumerate((("EB0", "female"), ("KD0", "male"), ("SM0", "male"))):
+        for e, emotion in enumerate(emotions):
+            name = f"{speaker}_{emotion}_{e + 10}.wav"
+            shutil.copy(sample_clip_paths[(s + e) % len(sample_clip_paths)], root / "samples" / name.replace(".wav", ".flac"))
+            rows.append(f"{name}\t{emotion}\tZdanie.\tzdanie\t{speaker}\t{gender}\t25\n")
+    (root / "data.tsv").write_text(NEMO_HEADER + "".join(rows), encoding="utf-8")
+    return root
 
 
 @pytest.fixture(scope="session")

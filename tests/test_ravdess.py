@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from serd.labels import EMOTION6, EMOTION8, LABEL_SETS, SEED12, emotion_of, label_for
-from serd.train.ravdess import find_clips, parse_name
+from serd.train.corpora.ravdess import find_clips, parse_name
 
 N_CLIPS = 1440
 N_ACTORS = 24

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serd.train.ravdess import find_clips
+from serd.train.corpora.ravdess import find_clips
 from serd.train.splits import DUPLICATE_GROUPS, actor_folds, holdout_actors, seed_protocol
 
 DUPLICATE_PAIR = ("03-01-03-01-02-01-07", "03-01-03-01-02-02-07")

@@ -55,7 +55,7 @@ def test_smoke_train_exports_models_with_sidecars(smoke_run: Path):
     assert sidecar["input"]["dtype"] == sidecar["output"]["dtype"] == "int8"
     # truly full-int8: no float op behind QUANTIZE/DEQUANTIZE pairs
     assert not {"DEQUANTIZE", "QUANTIZE", "ELU"} & set(sidecar["ops"]), sidecar["ops"]
-    assert sidecar["training"]["train_actors"] and sidecar["temperature"] > 0
+    assert sidecar["training"]["train_speakers"] and sidecar["temperature"] > 0
 
 
 @needs_tensorflow
@@ -68,7 +68,7 @@ def test_evaluate_scores_the_exported_model_through_the_runtime(smoke_run: Path,
     done = serd("evaluate", model, folder.parent, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)
-    assert scores["clips"] == 12 and scores["actors"] == [1]
+    assert scores["clips"] == 12 and scores["speakers"] == ["ravdess/01"]
     assert np.array(scores["confusion"]).sum() == 12 and 0 <= scores["accuracy"] <= 1
     human = serd("evaluate", model, folder.parent, cwd=tmp_path)
     assert human.returncode == 0 and "UAR" in human.stdout
@@ -209,3 +209,23 @@ def test_ablation_reference_run_is_cut_to_the_ablated_folds(tmp_path: Path):
     runs = report.load_ablation(tmp_path / "abl", reference=tmp_path / "cv")
     assert set(runs["none"]) == {"fold1"}
     assert "| babble | 0.500 (bought +0.100; folds +0.100…+0.100) |" in report.ablation_table(runs)
+
+
+@needs_tensorflow
+@pytest.mark.slow
+def test_smoke_multi_corpus_train_scores_each_corpus_on_its_own_classes(ravdess_root: Path, small_nemo: Path,
+                                                                       tmp_path: Path):
+    """RAVDESS (3 actors) + nEMO (3 speakers), speaker-disjoint fold 1 of 3, 1 epoch, exported and scored."""
+    done = serd("train", "--data", f"ravdess={ravdess_root}", "--actors", "1,2,3", "--data", f"nemo={small_nemo}",
+                "--folds", "3", "--only-folds", "1", "--epochs", "1", "--out", tmp_path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())["fold1"]
+    assert result["test_actors"] == ["ravdess/01", "nemo/EB0"]
+    by_corpus = result["int8"]["by_corpus"]
+    assert by_corpus["ravdess"]["clips"] == 60 and by_corpus["nemo"]["clips"] == 5
+    assert "disgust" not in by_corpus["nemo"]["classes"] and "disgust" in by_corpus["ravdess"]["classes"]
+    assert 0 <= by_corpus["nemo"]["arousal_uar"] <= 1 and 0 <= by_corpus["ravdess"]["uar4"] <= 1
+    assert "| fold1 | nemo | 5 | 5 |" in done.stdout  # the per-corpus table
+    sidecar = json.loads((tmp_path / "fold1-serd_cnn-emotion6-int8.json").read_text())
+    assert sidecar["training"]["corpora"] == ["nemo", "ravdess"]
+    assert "RAVDESS" in sidecar["attribution"] and "nEMO" in sidecar["attribution"]

@@ -12,7 +12,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-AUGMENTATIONS = ("gain", "shift", "noise", "babble", "reverb", "specaugment", "floor")
+from serd.train.channel import random_channel
+
+AUGMENTATIONS = ("gain", "shift", "noise", "babble", "reverb", "specaugment", "floor", "channel")
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,13 @@ class AugmentSettings:
     reverb: bool = True
     specaugment: bool = True
     floor: bool = True
+    channel: bool = True
     noise_p: float = 0.5
     snr_db: tuple[float, float] = (0.0, 30.0)
     reverb_p: float = 0.3
     gain_db: float = 12.0
+    channel_p: float = 0.6
+    rt60_s: tuple[float, float] = (0.2, 0.8)
 
     @classmethod
     def none(cls) -> "AugmentSettings":
@@ -82,9 +87,10 @@ def babble(pool: list[np.ndarray], n: int, rng: np.random.Generator, talkers: in
     return out
 
 
-def reverberate(x: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Convolve with exponentially decaying noise (RT60 0.2-0.8 s): a plain room."""
-    rt60 = float(rng.uniform(0.2, 0.8))
+def reverberate(x: np.ndarray, sample_rate: int, rng: np.random.Generator,
+                rt60_s: tuple[float, float] = (0.2, 0.8)) -> np.ndarray:
+    """Convolve with exponentially decaying noise (RT60 drawn from `rt60_s`): a plain room."""
+    rt60 = float(rng.uniform(*rt60_s))
     length = int(rt60 * sample_rate)
     t = np.arange(length) / sample_rate
     impulse = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
@@ -106,7 +112,7 @@ def augment_wave(
     """One augmented copy of a training window (time shift is done by the caller's crop)."""
     x = x.astype(np.float32, copy=True)
     if settings.reverb and rng.random() < settings.reverb_p:
-        x = reverberate(x, sample_rate, rng)
+        x = reverberate(x, sample_rate, rng, settings.rt60_s)
     if rng.random() < settings.noise_p:
         kinds = [k for k in ("noise", "babble") if getattr(settings, k) and (k != "babble" or babble_pool)]
         if kinds:
@@ -117,6 +123,9 @@ def augment_wave(
             else:
                 noise = pink_noise(n, rng) if rng.random() < 0.5 else white_noise(n, rng)
             x = mix_at_snr(x, noise, float(rng.uniform(*settings.snr_db)))
+    if settings.channel and rng.random() < settings.channel_p:
+        # The microphone hears the room and its noise: its response comes after them.
+        x = random_channel(rng).apply(x, sample_rate)
     if settings.gain:
         x *= 10.0 ** (float(rng.uniform(-settings.gain_db, settings.gain_db)) / 20.0)
     if settings.floor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -12,21 +13,30 @@ from pathlib import Path
 import numpy as np
 
 _LOGGER = logging.getLogger(__name__)
-DEFAULT_DATA = Path("../shared/data/ravdess")
+DEFAULT_DATA = "ravdess=../shared/data/ravdess"
 
 
 def add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train, export and score models on RAVDESS (needs the train extra)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS-layout folder (default: %(default)s)")
-    p.add_argument("--protocol", choices=("cv", "seed", "final"), default="cv",
-                   help="cv: actor-disjoint folds; seed: the study's 180-clip split; final: all actors but --val-actors")
+    p = subparsers.add_parser("train", help="train, export and score models (needs the train extra)")
+    p.add_argument("--data", action="append", default=None, metavar="KIND=PATH",
+                   help="a corpus: ravdess=DIR, nemo=DIR, csv=FILE (path, speaker, emotion) or csv:NAME=FILE; "
+                        f"repeat for several (default: {DEFAULT_DATA})")
+    p.add_argument("--protocol", choices=("cv", "seed", "final", "loco"), default="cv",
+                   help="cv: speaker-disjoint folds over all corpora; seed: the study's 180-clip RAVDESS split; "
+                        "final: everyone but a few calibration speakers; loco: leave one corpus out, each in turn")
     p.add_argument("--network", choices=("serd_cnn", "study"), default="serd_cnn")
     p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6")
     p.add_argument("--folds", type=int, default=6, help="number of actor-disjoint folds (default: %(default)s)")
     p.add_argument("--only-folds", default="", help="comma-separated fold numbers to run (default: all)")
     p.add_argument("--actors", default="", help="comma-separated actors to use (default: all)")
-    p.add_argument("--val-actors", default="11,12", help="calibration actors for --protocol final (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--val-actors", default="11,12", help="RAVDESS calibration actors for --protocol final (default: %(default)s)")
+    p.add_argument("--val-per-corpus", type=int, default=1,
+                   help="validation speakers per non-RAVDESS corpus in cv/final, and per training corpus in loco x2 (default: %(default)s)")
+    p.add_argument("--test-corpus", default="", help="loco: only this held-out corpus (default: each in turn)")
+    p.add_argument("--epochs", type=int, default=40, help="passes over the training clips (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps instead of --epochs (more data needs fewer passes)")
+    p.add_argument("--crops-per-clip", type=int, default=2, help="training windows per clip per epoch (default: %(default)s)")
+    p.add_argument("--reverb-rt60", default="0.2,0.8", help="reverberation RT60 range in seconds (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 32 (serd_cnn), 16 (study)")
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-3 (serd_cnn), 1e-3 (study)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
@@ -39,9 +49,11 @@ def add_train_parser(subparsers) -> None:
 
 
 def add_evaluate_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a .tflite model on a RAVDESS-layout folder via serd's runtime")
+    p = subparsers.add_parser("evaluate", help="score a .tflite model on labelled corpora via serd's runtime")
     p.add_argument("model", type=Path, help="path to a .tflite with its .json sidecar")
-    p.add_argument("data", type=Path, nargs="?", default=DEFAULT_DATA)
+    p.add_argument("data", nargs="*", metavar="KIND=PATH",
+                   help=f"corpora as for train --data (ravdess=DIR, nemo=DIR, csv=FILE; a bare DIR is RAVDESS; default {DEFAULT_DATA})")
+    p.add_argument("--conditions", action="store_true", help="also score every microphone/room condition of the model card")
     p.add_argument("--hop", type=float, default=0.5, help="window hop in seconds (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=run_evaluate)
@@ -65,32 +77,58 @@ def run_train(args: argparse.Namespace) -> int:
         return 1
     from serd.features import FeatureParams
     from serd.train.augment import AUGMENTATIONS, AugmentSettings
+    from serd.train.corpora import parse_spec
     from serd.train.data import Corpus
     from serd.train.fit import FitSettings, train_split
-    from serd.train.splits import actor_folds, holdout_actors, seed_protocol
+    from serd.train.splits import actor_folds, corpus_holdout, holdout_actors, holdout_speakers, seed_protocol, speaker_folds
 
     params = FeatureParams()
     off = [a for a in args.augment_off.split(",") if a]
-    augment = AugmentSettings.none() if off == ["all"] else AugmentSettings().without(off)
+    try:
+        specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
+        augment = AugmentSettings.none() if off == ["all"] else AugmentSettings().without(off)
+        rt60 = tuple(float(v) for v in args.reverb_rt60.split(","))
+        if len(rt60) != 2 or not 0 < rt60[0] <= rt60[1]:
+            raise ValueError(f"--reverb-rt60: expected MIN,MAX seconds, got {args.reverb_rt60}")
+    except ValueError as exc:
+        print(f"serd: {exc}", file=sys.stderr)
+        return 2
+    augment = dataclasses.replace(augment, rt60_s=rt60)
     study = args.network == "study"
     settings = FitSettings(
         network=args.network,
         epochs=args.epochs,
         batch_size=args.batch_size or (16 if study else 32),
         learning_rate=args.learning_rate or (1e-3 if study else 2e-3),
+        crops_per_clip=args.crops_per_clip,
+        steps=args.steps,
         seed=args.seed,
         augment=augment,
     )
     actors = set(_ints(args.actors)) or None
-    corpus = Corpus.load(args.data, args.label_set, params.sample_rate, actors)
-    if args.protocol == "cv":
-        splits = actor_folds(corpus.clips, args.folds)
-        only = set(_ints(args.only_folds))
-        splits = [s for k, s in enumerate(splits, 1) if not only or k in only]
-    elif args.protocol == "seed":
-        splits = [seed_protocol(corpus.clips, args.seed)]
-    else:
-        splits = [holdout_actors(corpus.clips, tuple(_ints(args.val_actors)))]
+    try:
+        corpus = Corpus.from_specs(specs, args.label_set, params.sample_rate, actors)
+        ravdess_only = corpus.corpora == ["ravdess"]
+        if args.protocol == "cv":
+            # RAVDESS alone keeps the model card's folds (2 validation actors); several corpora fold together.
+            splits = (actor_folds(corpus.clips, args.folds) if ravdess_only
+                      else speaker_folds(corpus.clips, args.folds, args.val_per_corpus))
+            only = set(_ints(args.only_folds))
+            splits = [s for k, s in enumerate(splits, 1) if not only or k in only]
+        elif args.protocol == "seed":
+            if not ravdess_only:
+                raise ValueError("--protocol seed is the study's RAVDESS split: give only ravdess data")
+            splits = [seed_protocol(corpus.clips, args.seed)]
+        elif args.protocol == "loco":
+            tests = [args.test_corpus] if args.test_corpus else corpus.corpora
+            splits = [corpus_holdout(corpus.clips, name, 2 * args.val_per_corpus) for name in tests]
+        elif ravdess_only:
+            splits = [holdout_actors(corpus.clips, tuple(_ints(args.val_actors)))]
+        else:
+            splits = [holdout_speakers(corpus.clips, args.val_per_corpus, tuple(_ints(args.val_actors)))]
+    except ValueError as exc:
+        print(f"serd: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -102,6 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
                                           name=args.name if len(splits) == 1 else None)
         results_path.write_text(json.dumps(results, indent=1))
     print(summary_table(results, corpus.labels))
+    print(corpus_table(results))
     print(f"results: {results_path}")
     _ = AUGMENTATIONS
     return 0
@@ -130,22 +169,44 @@ def summary_table(results: dict, labels) -> str:
     return "\n".join(rows)
 
 
+def corpus_table(results: dict) -> str:
+    """Per split and test corpus: the readings that predict a classroom (int8, through the runtime)."""
+    rows = ["| split | test corpus | clips | classes | UAR | 4-class UAR | arousal UAR |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for corpus, sc in r.get("int8", {}).get("by_corpus", {}).items():
+            rows.append(f"| {name} | {corpus} | {sc['clips']} | {len(sc['classes'])} | {sc['uar']:.3f} | "
+                        f"{sc.get('uar4', float('nan')):.3f} | {sc.get('arousal_uar', float('nan')):.3f} |")
+    return "\n".join(rows)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from serd.analysis import GateSettings
-    from serd.train.evaluate import evaluate_folder
+    from serd.train.corpora import parse_spec
+    from serd.train.evaluate import evaluate_data
 
     started = time.monotonic()
-    scores = evaluate_folder(args.model, args.data, args.hop, GateSettings())
+    try:
+        specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
+        scores = evaluate_data(args.model, specs, args.hop, GateSettings(), conditions=args.conditions)
+    except ValueError as exc:
+        print(f"serd: {exc}", file=sys.stderr)
+        return 2
     scores["seconds"] = round(time.monotonic() - started, 1)
     if args.json:
         scores.pop("predicted", None)
         print(json.dumps(scores))
         return 0
-    print(f"{args.model}: {scores['clips']} clips, actors {scores['actors']}")
+    print(f"{args.model}: {scores['clips']} clips, speakers {scores['speakers']}")
     print(f"accuracy {scores['accuracy']:.3f}  UAR {scores['uar']:.3f}  ECE {scores['ece']:.3f}  "
           f"({scores['no_speech_clips']} clips without speech; {scores['backend']}; {scores['seconds']} s)")
     width = max(len(label) for label in scores["labels"])
     print(" " * (width + 2) + " ".join(f"{label[:7]:>7}" for label in scores["labels"]))
     for label, row in zip(scores["labels"], scores["confusion"]):
         print(f"{label:>{width}}  " + " ".join(f"{v:7d}" for v in row))
+    for name, sc in scores["by_corpus"].items():
+        print(f"{name}: {sc['clips']} clips, classes {', '.join(sc['classes'])}: UAR {sc['uar']:.3f}  "
+              f"4-class UAR {sc.get('uar4', float('nan')):.3f}  arousal UAR {sc.get('arousal_uar', float('nan')):.3f}")
+    for condition, sc in scores.get("conditions", {}).items():
+        print(f"  {condition:<16} UAR {sc['uar']:.3f}  " + "  ".join(
+            f"{name} {c['uar']:.3f}" for name, c in sc["by_corpus"].items()))
     return 0

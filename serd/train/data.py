@@ -11,7 +11,7 @@ import numpy as np
 from serd.features import FeatureParams, LogMel
 from serd.labels import LABEL_SETS, label_for
 from serd.train.augment import AugmentSettings, augment_wave, spec_augment
-from serd.train.ravdess import ClipInfo, find_clips, load_audio
+from serd.train.corpora import Clip, DataSpec, find_clips, load_audio
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -22,29 +22,67 @@ SPEECH_BELOW_PEAK_DB = 35.0
 
 @dataclass
 class Corpus:
-    clips: list[ClipInfo]
+    """The clips of one or more corpora, decoded, with their class and the classes their corpus covers."""
+
+    clips: list[Clip]
     audio: list[np.ndarray]
     labels: tuple[str, ...]
     y: np.ndarray  # class index per clip
     speech: np.ndarray  # (n, 2) first and last speech sample per clip
+    covers: np.ndarray  # (n, n_classes) bool: the classes the clip's corpus has at all
 
     @classmethod
     def load(cls, root: Path | str, label_set: str, sample_rate: int, actors: set[int] | None = None) -> "Corpus":
+        """A RAVDESS-layout folder (the single-corpus protocols: cv, seed, final)."""
+        return cls.from_specs([DataSpec("ravdess", "ravdess", Path(root))], label_set, sample_rate, actors)
+
+    @classmethod
+    def from_specs(cls, specs: list[DataSpec], label_set: str, sample_rate: int,
+                   ravdess_actors: set[int] | None = None) -> "Corpus":
         if label_set not in LABEL_SETS:
             raise ValueError(f"unknown label set {label_set!r}; expected one of {sorted(LABEL_SETS)}")
-        clips = find_clips(root, actors)
         labels = LABEL_SETS[label_set]
-        _LOGGER.info("decoding %d clips from %s", len(clips), root)
-        audio = load_audio(clips, sample_rate)
+        clips: list[Clip] = []
+        for spec in specs:
+            found = find_clips(spec, ravdess_actors)
+            if any(c.corpus in {d.corpus for d in clips} for c in found[:1]):
+                raise ValueError(f"--data {spec.kind}={spec.path}: corpus {found[0].corpus!r} given twice")
+            clips.extend(found)
         y = np.array([labels.index(label_for(label_set, c.emotion, c.gender)) for c in clips])
+        _LOGGER.info("decoding %d clips (%s)", len(clips), ", ".join(f"{s.name}: {s.path}" for s in specs))
+        audio = load_audio(clips, sample_rate)
         speech = np.array([speech_bounds(a, sample_rate) for a in audio])
-        return cls(clips, audio, labels, y, speech)
+        # A class a corpus never has (nEMO: disgust) is masked out of its clips' loss:
+        # "not disgust" is not what those clips say, only that the corpus did not record it.
+        names = [c.corpus for c in clips]
+        covered = {n: set(y[[i for i, m in enumerate(names) if m == n]].tolist()) for n in set(names)}
+        covers = np.array([[k in covered[n] for k in range(len(labels))] for n in names], dtype=bool)
+        return cls(clips, audio, labels, y, speech, covers)
+
+    @property
+    def corpora(self) -> list[str]:
+        return list(dict.fromkeys(c.corpus for c in self.clips))
+
+    def classes_of(self, corpus: str) -> list[str]:
+        """Labels the corpus has clips of (its metrics average over these only)."""
+        rows = [i for i, c in enumerate(self.clips) if c.corpus == corpus]
+        return [label for k, label in enumerate(self.labels) if self.covers[rows[0], k]] if rows else []
 
     def class_weights(self, indices: list[int] | tuple[int, ...]) -> np.ndarray:
-        """Inverse-frequency weights (mean 1) so that UAR, not accuracy, is optimised."""
-        counts = np.bincount(self.y[list(indices)], minlength=len(self.labels)).astype(float)
-        weights = np.where(counts > 0, counts.sum() / (len(self.labels) * np.maximum(counts, 1)), 0.0)
-        return weights
+        """Per-clip weights (mean 1): every corpus weighs the same, and within it every class it has.
+
+        Inverse frequency so that UAR, not accuracy, is optimised; per corpus so that
+        nEMO's 3,812 clips do not drown RAVDESS's 1,440 (nor a user's 50 recordings).
+        """
+        indices = list(indices)
+        names = [self.clips[i].corpus for i in indices]
+        groups: dict[tuple[str, int], int] = {}
+        for n, k in zip(names, self.y[indices].tolist()):
+            groups[(n, k)] = groups.get((n, k), 0) + 1
+        n_corpora = len(set(names))
+        per_corpus = {n: sum(1 for g in groups if g[0] == n) for n in set(names)}
+        weights = np.array([1.0 / (n_corpora * per_corpus[n] * groups[(n, k)]) for n, k in zip(names, self.y[indices].tolist())])
+        return weights * (len(indices) / weights.sum()) if len(indices) else weights
 
 
 def speech_bounds(audio: np.ndarray, sample_rate: int) -> tuple[int, int]:
@@ -79,9 +117,12 @@ def epoch_arrays(
     crops_per_clip: int = 2,
     logmel: LogMel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, labels and sample weights for one epoch of training windows."""
+    """Features, targets and sample weights for one epoch of training windows.
+
+    Targets are (class index, covered-class mask...) rows for `masked_cross_entropy`.
+    """
     logmel = logmel or LogMel(params)
-    weights = corpus.class_weights(indices)
+    weight_of = dict(zip(indices, corpus.class_weights(indices)))
     pool = [corpus.audio[i] for i in indices] if augment.babble else None
     order = [i for i in indices for _ in range(crops_per_clip)]
     x = np.empty((len(order), *params.shape, 1), dtype=np.float32)
@@ -92,5 +133,5 @@ def epoch_arrays(
         if augment.specaugment and rng.random() < 0.5:
             features = spec_augment(features, rng)
         x[row, :, :, 0] = features
-    y = corpus.y[order]
-    return x, y, weights[y].astype(np.float32)
+    targets = np.concatenate([corpus.y[order, None], corpus.covers[order]], axis=1).astype(np.float32)
+    return x, targets, np.array([weight_of[i] for i in order], dtype=np.float32)

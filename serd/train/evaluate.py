@@ -10,7 +10,13 @@ import numpy as np
 
 from serd.analysis import GateSettings, analyze_windows, file_windows, model_predict_many
 from serd.train import metrics
+from serd.features import SAMPLE_RATE
+from serd.labels import arousal_of, emotion_of
 from serd.train.augment import babble, pink_noise, rms
+from serd.train.channel import CONDITIONS
+
+FOUR_CLASSES = ("neutral", "happy", "sad", "angry")
+"""The classes most corpora share: the cross-corpus 4-class UAR is scored on them."""
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -18,8 +24,11 @@ _LOGGER = logging.getLogger(__name__)
 def add_noise(audio: np.ndarray, bounds: tuple[int, int], kind: str, snr_db: float, pool, rng) -> np.ndarray:
     """Noise at `snr_db` relative to the speech part of the clip (not its silences).
 
-    kind "gain" instead scales the clip by `snr_db` dB (a distant or quiet speaker).
+    kind "gain" instead scales the clip by `snr_db` dB (a distant or quiet speaker);
+    kind "channel" passes it through the microphone/room `CONDITIONS[pool]`.
     """
+    if kind == "channel":
+        return CONDITIONS[pool].apply(audio, SAMPLE_RATE)
     if kind == "gain":
         return (audio * 10.0 ** (snr_db / 20.0)).astype(np.float32)
     n = audio.shape[0]
@@ -70,7 +79,8 @@ def score_model(
         probs.append(clip_probs)
     y = corpus.y[list(indices)]
     predicted_arr = np.array(predicted)
-    return {
+    extra = {"by_corpus": by_corpus(corpus, list(indices), np.stack(probs), predicted_arr, model.labels)}
+    return extra | {
         "accuracy": metrics.accuracy(y, predicted_arr),
         "uar": metrics.uar(y, np.where(predicted_arr < 0, (y + 1) % n_classes, predicted_arr), n_classes),
         "ece": metrics.ece(np.stack(probs), y),
@@ -82,16 +92,54 @@ def score_model(
     }
 
 
-def evaluate_folder(model_path: Path, root: Path, hop_s: float, gate: GateSettings) -> dict[str, Any]:
-    """Score a model on every RAVDESS-named clip under `root` (`serd evaluate`)."""
+def reading_scores(y: np.ndarray, probs: np.ndarray, predicted: np.ndarray, labels) -> dict[str, Any]:
+    """UAR over the classes present, 4-class UAR (argmax among neutral/happy/sad/angry) and arousal UAR."""
+    n = len(labels)
+    out: dict[str, Any] = {
+        "clips": int(len(y)),
+        "classes": [labels[k] for k in sorted(set(y.tolist()))],
+        "uar": metrics.uar(y, np.where(predicted < 0, (y + 1) % n, predicted), n),
+    }
+    emotions = [emotion_of(label) for label in labels]
+    four = [k for k, e in enumerate(emotions) if e in FOUR_CLASSES]
+    rows = np.isin(y, four)
+    if rows.any():
+        restricted = np.array(four)[np.argmax(probs[rows][:, four], axis=1)]
+        out["uar4"] = metrics.uar(y[rows], restricted, n)
+    # arousal: activated (angry, happy, fearful) vs calm (neutral, sad); disgust clips are on neither side
+    side = {k: 1 if e in ("angry", "happy", "fearful") else 0 if e in ("neutral", "sad") else -1 for k, e in enumerate(emotions)}
+    truth = np.array([side[k] for k in y.tolist()])
+    rows = truth >= 0
+    if rows.any() and len(set(truth[rows].tolist())) == 2:
+        guess = np.array([1 if (arousal_of(p, labels) or 0.0) >= 0.5 else 0 for p in probs[rows]])
+        out["arousal_uar"] = metrics.uar(truth[rows], guess, 2)
+    return out
+
+
+def by_corpus(corpus, indices: list[int], probs: np.ndarray, predicted: np.ndarray, labels) -> dict[str, Any]:
+    """`reading_scores` per corpus of the scored clips (each over the classes that corpus has)."""
+    names = np.array([corpus.clips[i].corpus for i in indices])
+    y = corpus.y[indices]
+    return {name: reading_scores(y[names == name], probs[names == name], predicted[names == name], labels)
+            for name in dict.fromkeys(names.tolist())}
+
+
+def evaluate_data(model_path: Path, specs, hop_s: float, gate: GateSettings, conditions: bool = False) -> dict[str, Any]:
+    """Score a model on every clip of the given corpora (`serd evaluate`), optionally per channel condition."""
     from serd.model import Model
     from serd.train.data import Corpus
 
     model = Model(model_path)
     label_set = model.sidecar.get("label_set", "emotion6")
-    corpus = Corpus.load(root, label_set, model.params.sample_rate)
-    scores = score_model(model_path, corpus, list(range(len(corpus.clips))), hop_s, gate)
+    corpus = Corpus.from_specs(list(specs), label_set, model.params.sample_rate)
+    everything = list(range(len(corpus.clips)))
+    scores = score_model(model_path, corpus, everything, hop_s, gate)
     scores["labels"] = list(model.labels)
     scores["clips"] = len(corpus.clips)
-    scores["actors"] = sorted({c.actor for c in corpus.clips})
+    scores["speakers"] = sorted({c.key for c in corpus.clips})
+    if conditions:
+        scores["conditions"] = {}
+        for name in CONDITIONS:
+            changed = score_model(model_path, corpus, everything, hop_s, gate, noise=("channel", 0.0, name))
+            scores["conditions"][name] = {k: changed[k] for k in ("accuracy", "uar", "by_corpus")}
     return scores

@@ -15,10 +15,24 @@ from serd.train.networks import build
 
 _LOGGER = logging.getLogger(__name__)
 LICENCE = "CC BY-NC-SA 4.0"
-ATTRIBUTION = (
-    "Trained on RAVDESS: Livingstone & Russo (2018), The Ryerson Audio-Visual Database of Emotional "
-    "Speech and Song, PLoS ONE 13(5): e0196391, licensed CC BY-NC-SA 4.0. This model carries the same licence."
-)
+CREDITS = {
+    "ravdess": "RAVDESS: Livingstone & Russo (2018), The Ryerson Audio-Visual Database of Emotional "
+               "Speech and Song, PLoS ONE 13(5): e0196391, CC BY-NC-SA 4.0",
+    "nemo": "nEMO: Christop (2024), nEMO: Dataset of Emotional Speech in Polish, LREC-COLING 2024, "
+            "pp. 12111-12116, CC BY-NC-SA 4.0",
+}
+
+
+def attribution(corpora: list[str]) -> str:
+    """Credit for every corpus a model learnt from (a user's own CSV corpora: their own terms)."""
+    known = [CREDITS[c] for c in corpora if c in CREDITS]
+    own = [c for c in corpora if c not in CREDITS]
+    text = "Trained on " + "; ".join(known + [f"{c} (the trainer's own recordings)" for c in own]) + "."
+    if known:
+        text += " This model carries the same licence (CC BY-NC-SA 4.0: non-commercial, share-alike, with credit)."
+    return text
+
+
 
 
 def to_tflite(model, network: str, params: FeatureParams, n_classes: int, representative: np.ndarray | None) -> bytes:
@@ -113,7 +127,7 @@ def save_model(
         "training": training,
         "metrics": metrics,
         "licence": LICENCE,
-        "attribution": ATTRIBUTION,
+        "attribution": attribution(training.get("corpora", ["ravdess"])),
     }
     write_sidecar(path, sidecar)
     return path

@@ -15,6 +15,7 @@ from serd.analysis import GateSettings, file_windows, gate_windows
 from serd.features import FeatureParams, LogMel
 from serd.train import metrics
 from serd.train.augment import AugmentSettings
+from serd.train.channel import CONDITIONS
 from serd.train.data import Corpus, crop, epoch_arrays
 from serd.train.evaluate import score_model
 from serd.train.export import multiply_adds, save_model, to_tflite
@@ -32,6 +33,8 @@ class FitSettings:
     batch_size: int = 32
     learning_rate: float = 2e-3
     crops_per_clip: int = 2
+    steps: int | None = None
+    """Optimiser steps to train for; overrides `epochs` (more data needs fewer passes)."""
     seed: int = 0
     hop_s: float = 0.5
     augment: AugmentSettings = field(default_factory=AugmentSettings)
@@ -41,6 +44,30 @@ class FitSettings:
         d = asdict(self)
         d["augment"] = self.augment.enabled()
         return d
+
+
+def masked_cross_entropy(targets, logits):
+    """Cross-entropy over the classes the clip's corpus covers.
+
+    `targets` rows are (class index, covers...). A class the corpus never recorded
+    (nEMO has no disgust) gets a logit of about -1e4 for that clip, so the clip
+    neither pushes it down as a wrong answer nor up: it is simply not in its world.
+    """
+    import keras
+
+    y = keras.ops.cast(targets[:, 0], "int32")
+    masked = logits + (targets[:, 1:] - 1.0) * 1e4
+    return keras.losses.sparse_categorical_crossentropy(y, masked, from_logits=True)
+
+
+def data_description(corpus: Corpus, indices) -> str:
+    """e.g. "ravdess: 22 speakers, 1320 clips; nemo: 8 speakers, 3597 clips"."""
+    parts = []
+    for name in corpus.corpora:
+        rows = [i for i in indices if corpus.clips[i].corpus == name]
+        if rows:
+            parts.append(f"{name}: {len({corpus.clips[i].speaker for i in rows})} speakers, {len(rows)} clips")
+    return "; ".join(parts)
 
 
 def window_labels(corpus: Corpus, indices, params: FeatureParams, settings: FitSettings):
@@ -94,12 +121,11 @@ def train_split(
     n_classes = len(corpus.labels)
 
     model = build(settings.network, params.shape, n_classes)
-    steps = settings.epochs * int(np.ceil(len(split.train) * settings.crops_per_clip / settings.batch_size))
+    steps_per_epoch = int(np.ceil(len(split.train) * settings.crops_per_clip / settings.batch_size))
+    epochs = settings.epochs if settings.steps is None else max(1, int(np.ceil(settings.steps / steps_per_epoch)))
+    steps = epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(1, steps))
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=masked_cross_entropy)
     val_prepared = window_labels(corpus, split.val, params, settings)
     y_val = corpus.y[list(split.val)]
 
@@ -110,16 +136,16 @@ def train_split(
 
     started = time.monotonic()
     history = []
-    epoch_seeds = rng.integers(0, 2**31, size=settings.epochs)
+    epoch_seeds = rng.integers(0, 2**31, size=epochs)
     with ThreadPoolExecutor(max_workers=1) as pool:  # next epoch's windows while this one trains
         upcoming = pool.submit(make_epoch, int(epoch_seeds[0]))
-        for epoch in range(settings.epochs):
+        for epoch in range(epochs):
             x, y, w = upcoming.result()
-            if epoch + 1 < settings.epochs:
+            if epoch + 1 < epochs:
                 upcoming = pool.submit(make_epoch, int(epoch_seeds[epoch + 1]))
             fit = model.fit(x, y, sample_weight=w, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=True)
             entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1])}
-            if split.val and ((epoch + 1) % 5 == 0 or epoch + 1 == settings.epochs):
+            if split.val and ((epoch + 1) % 5 == 0 or epoch + 1 == epochs):
                 entry.update({f"val_{k}": v for k, v in keras_clip_scores(model, val_prepared, y_val, n_classes).items()})
             history.append(entry)
             _LOGGER.info(
@@ -127,7 +153,7 @@ def train_split(
                 split.name,
                 settings.network,
                 epoch + 1,
-                settings.epochs,
+                epochs,
                 entry["loss"],
                 f" val UAR {entry['val_uar']:.3f}" if "val_uar" in entry else "",
                 time.monotonic() - started,
@@ -141,6 +167,8 @@ def train_split(
         "n_val": len(split.val),
         "n_test": len(split.test),
         "settings": settings.describe(),
+        "epochs": epochs,
+        "steps": steps,
         "train_seconds": round(train_seconds, 1),
         "multiply_adds": multiply_adds(model),
         "params": int(model.count_params()),
@@ -153,13 +181,15 @@ def train_split(
         return result
 
     training = {
-        "data": "RAVDESS speech (24 actors, 1440 clips)",
+        "data": data_description(corpus, split.train),
+        "corpora": sorted({corpus.clips[i].corpus for i in split.train}),
         "label_set": label_set,
         "split": split.name,
-        "train_actors": sorted({corpus.clips[i].actor for i in split.train}),
+        "train_speakers": sorted({corpus.clips[i].key for i in split.train}),
         "val_actors": list(split.val_actors),
         "test_actors": list(split.test_actors),
         **settings.describe(),
+        "epochs": epochs,
     }
     representative = _representative(corpus, split, params, settings)
     for kind, rep in (("float", None), ("int8", representative)):
@@ -231,7 +261,10 @@ def calibrate_and_score(path: Path, corpus: Corpus, split: Split, settings: FitS
                     noisy = score_model(
                         path, corpus, split.test, settings.hop_s, settings.gate, noise=(kind, snr, pool), seed=settings.seed
                     )
-                    scores["noisy"][f"{kind}_{snr}dB"] = {k: noisy[k] for k in ("accuracy", "uar")}
+                    scores["noisy"][f"{kind}_{snr}dB"] = {k: noisy[k] for k in ("accuracy", "uar", "by_corpus")}
+            for condition in CONDITIONS:
+                changed = score_model(path, corpus, split.test, settings.hop_s, settings.gate, noise=("channel", 0.0, condition))
+                scores["noisy"][condition] = {k: changed[k] for k in ("accuracy", "uar", "by_corpus")}
             # 20 dB quieter (speaker far from the microphone), with the gate lowered to match.
             quiet_gate = GateSettings(settings.gate.threshold_dbfs - 20.0, settings.gate.hangover)
             quiet = score_model(path, corpus, split.test, settings.hop_s, quiet_gate, noise=("gain", -20.0, pool))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serd.train.ravdess import ClipInfo
+from serd.train.corpora.base import Clip as ClipInfo
 
 # Byte-identical in the original release (same recording, two repetition numbers).
 DUPLICATE_GROUPS = (("03-01-03-01-02-01-07", "03-01-03-01-02-02-07"),)
@@ -43,6 +43,74 @@ def actor_folds(clips: list[ClipInfo], n_folds: int = 6, val_actors_per_fold: in
             _by_actor(clips, f"fold{k + 1}", set(test_actors), set(val_actors), test_actors, val_actors)
         )
     return splits
+
+
+def speaker_folds(clips: list[ClipInfo], n_folds: int = 6, val_per_corpus: int = 1) -> list[Split]:
+    """k folds over several corpora at once: every speaker tested exactly once.
+
+    Each corpus's speakers (sorted) are cut into k consecutive blocks, and fold k
+    tests the k-th block of every corpus, so each fold has voices of each corpus.
+    Validation: per corpus, the next `val_per_corpus` speakers after the test block
+    (wrapping). With RAVDESS alone and 2 validation actors this is `actor_folds`.
+    """
+    by_corpus: dict[str, list[str]] = {}
+    for c in clips:
+        by_corpus.setdefault(c.corpus, [])
+        if c.speaker not in by_corpus[c.corpus]:
+            by_corpus[c.corpus].append(c.speaker)
+    for name, speakers in by_corpus.items():
+        speakers.sort()
+        if n_folds < 2 or n_folds > len(speakers):
+            raise ValueError(f"need 2..{len(speakers)} folds for the {len(speakers)} speakers of {name}, got {n_folds}")
+    splits = []
+    for k in range(n_folds):
+        test_keys, val_keys = [], []
+        for name, speakers in by_corpus.items():
+            blocks = np.array_split(np.array(speakers), n_folds)
+            block = [str(s) for s in blocks[k]]
+            after = speakers[speakers.index(block[-1]) + 1 :] + speakers
+            rest = list(dict.fromkeys(s for s in after if s not in block))
+            test_keys += [f"{name}/{s}" for s in block]
+            val_keys += [f"{name}/{s}" for s in rest[: max(0, min(val_per_corpus, len(rest) - 1))]]
+        splits.append(_by_key(clips, f"fold{k + 1}", test_keys, val_keys))
+    return splits
+
+
+def corpus_holdout(clips: list[ClipInfo], test_corpus: str, val_per_corpus: int = 2) -> Split:
+    """Leave one corpus out: train on the others, test on every clip of `test_corpus`.
+
+    The cross-corpus figure: a model that never heard those voices, that language or
+    that studio. Validation: the last `val_per_corpus` speakers of each training corpus.
+    """
+    corpora = list(dict.fromkeys(c.corpus for c in clips))
+    if test_corpus not in corpora or len(corpora) < 2:
+        raise ValueError(f"leave-one-corpus-out needs {test_corpus!r} and at least one other corpus; have {corpora}")
+    test_keys = sorted({c.key for c in clips if c.corpus == test_corpus})
+    val_keys = []
+    for name in corpora:
+        if name != test_corpus:
+            speakers = sorted({c.speaker for c in clips if c.corpus == name})
+            val_keys += [f"{name}/{s}" for s in speakers[-val_per_corpus:] if len(speakers) > val_per_corpus]
+    return _by_key(clips, f"to-{test_corpus}", test_keys, val_keys)
+
+
+def holdout_speakers(clips: list[ClipInfo], val_per_corpus: int = 1, ravdess_val_actors: tuple[int, ...] = (11, 12)) -> Split:
+    """Train on everyone but a few calibration speakers per corpus (RAVDESS: `ravdess_val_actors`)."""
+    val_keys = []
+    for name in dict.fromkeys(c.corpus for c in clips):
+        if name == "ravdess":
+            val_keys += [f"ravdess/{a:02d}" for a in ravdess_val_actors]
+        else:
+            val_keys += sorted({c.key for c in clips if c.corpus == name})[-val_per_corpus:]
+    return _by_key(clips, "final", [], val_keys)
+
+
+def _by_key(clips, name, test_keys, val_keys) -> Split:
+    test_set, val_set = set(test_keys), set(val_keys)
+    train, val, test = [], [], []
+    for i, c in enumerate(clips):
+        (test if c.key in test_set else val if c.key in val_set else train).append(i)
+    return Split(name, tuple(train), tuple(val), tuple(test), tuple(test_keys), tuple(val_keys))
 
 
 def holdout_actors(clips: list[ClipInfo], val_actors: tuple[int, ...]) -> Split:

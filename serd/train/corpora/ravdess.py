@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from serd.labels import RAVDESS_EMOTIONS
+from serd.train.corpora.base import AUDIO_SUFFIXES, Clip
 
 _LOGGER = logging.getLogger(__name__)
-AUDIO_SUFFIXES = (".flac", ".wav")
+NAME = "ravdess"
+
+# What a RAVDESS file name says: intensity "normal" | "strong"; statement 1 "Kids are talking
+# by the door", 2 "Dogs are sitting by the door"; odd actors are male, even actors female.
 
 
-@dataclass(frozen=True)
-class ClipInfo:
-    """What a RAVDESS file name says about the clip."""
-
-    path: Path
-    emotion: str
-    intensity: str  # "normal" | "strong"
-    statement: int  # 1: "Kids are talking by the door", 2: "Dogs are sitting by the door"
-    repetition: int
-    actor: int
-    gender: str  # odd actors are male, even actors female
-
-    @property
-    def stem(self) -> str:
-        return self.path.stem
-
-
-def parse_name(path: Path | str) -> ClipInfo:
+def parse_name(path: Path | str) -> Clip:
     """Parse a RAVDESS file name; ValueError if it is not one."""
     path = Path(path)
     parts = path.stem.split("-")
@@ -44,8 +28,10 @@ def parse_name(path: Path | str) -> ClipInfo:
         raise ValueError(f"{path.name}: emotion/intensity/statement code out of range")
     if not 1 <= actor <= 99 or repetition not in (1, 2):
         raise ValueError(f"{path.name}: actor or repetition out of range")
-    return ClipInfo(
+    return Clip(
         path=path,
+        corpus=NAME,
+        speaker=f"{actor:02d}",
         emotion=RAVDESS_EMOTIONS[emotion],
         intensity="strong" if intensity == 2 else "normal",
         statement=statement,
@@ -55,7 +41,7 @@ def parse_name(path: Path | str) -> ClipInfo:
     )
 
 
-def find_clips(root: Path | str, actors: set[int] | None = None) -> list[ClipInfo]:
+def find_clips(root: Path | str, actors: set[int] | None = None) -> list[Clip]:
     """All RAVDESS speech clips under `root` (any depth), sorted by name."""
     root = Path(root)
     if not root.is_dir():
@@ -72,10 +58,3 @@ def find_clips(root: Path | str, actors: set[int] | None = None) -> list[ClipInf
     if not clips:
         raise ValueError(f"{root}: no RAVDESS speech clips found (names like 03-01-05-01-02-01-12.flac)")
     return clips
-
-
-def load_audio(clips: list[ClipInfo], sample_rate: int) -> list[np.ndarray]:
-    """Decode clips to float32 mono at `sample_rate`, through serd's own file reader."""
-    from serd.audiofile import read_audio
-
-    return [read_audio(c.path, sample_rate) for c in clips]
