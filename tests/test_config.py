@@ -308,6 +308,7 @@ def test_sidecar_that_does_not_describe_the_model_is_refused(model_copy, workdir
     ({"connect": ["udp://x"]}, "record.connect[0]"),
     ({"connect": [5]}, "record.connect[0]"),
     ({"keep_days": 0}, "record.keep_days"),
+    ({"keep_days": 30, "keep_aggregate_days": 20}, "record.keep_aggregate_days"),
     ({"flush_s": 0}, "record.flush_s"),
     ({"batch_rows": 10, "queue_rows": 5}, "record.queue_rows"),
     ({"client_key": "k"}, "record.client_key"),

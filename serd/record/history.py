@@ -8,6 +8,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from serd.record.when import EVERY, iso_local, parse_when
@@ -60,12 +61,12 @@ def history_command(args: argparse.Namespace) -> int:
         if args.delete is not None:
             return _delete(store, args, before, since if args.since is not None else None)
         span = queries.Range(since, until, args.room)
+        labels = queries.labels(store, span)
         if args.every:
             rows = queries.aggregates(store, span, EVERY[args.every])
-            _print(rows, AGGREGATE_FIELDS, args, time_field="start")
+            _print(rows, labels, AGGREGATE_FIELDS, args, time_field="start")
         else:
-            rows = queries.windows(store, span)
-            _print(rows, WINDOW_FIELDS, args, time_field="time", smoothed=True)
+            _print(queries.iter_windows(store, span), labels, WINDOW_FIELDS, args, time_field="time", smoothed=True)
     except StoreError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 1
@@ -83,22 +84,13 @@ def _delete(store, args: argparse.Namespace, before: float, since: float | None)
     return 0
 
 
-def _labels(rows: list[dict[str, Any]]) -> list[str]:
-    labels: dict[str, None] = {}
-    for row in rows:
-        for key in ("probs", "smoothed"):
-            for label in row.get(key) or ():
-                labels.setdefault(label)
-    return list(labels)
-
-
-def _print(rows: list[dict[str, Any]], fields: tuple[str, ...], args: argparse.Namespace, time_field: str,
-           smoothed: bool = False) -> None:
+def _print(rows: Iterable[dict[str, Any]], labels: list[str], fields: tuple[str, ...], args: argparse.Namespace,
+           time_field: str, smoothed: bool = False) -> None:
+    """Rows (streamed) as JSON lines, CSV with a column per label, or a line each for a terminal."""
     if args.json:
         for row in rows:
             print(json.dumps(row, separators=(",", ":"), allow_nan=False))
         return
-    labels = _labels(rows)
     if args.csv:
         prob_columns = [f"probs_{label}" for label in labels]
         if smoothed:
@@ -113,9 +105,8 @@ def _print(rows: list[dict[str, Any]], fields: tuple[str, ...], args: argparse.N
             writer.writerow([*("" if v is None else v for v in values), iso_local(row[time_field]),
                              *("" if v is None else v for v in probs)])
         return
-    if not rows:
-        print("no history in that range (serd history --since 7d, or check --db)", file=sys.stderr)
-    for row in rows:
+    printed = 0
+    for printed, row in enumerate(rows, 1):
         when = iso_local(row[time_field])[:19].replace("T", " ")
         if smoothed:
             what = f"{row['label']} {row['confidence']:.0%}" if row["label"] else "(no speech)"
@@ -125,3 +116,5 @@ def _print(rows: list[dict[str, Any]], fields: tuple[str, ...], args: argparse.N
             arousal = f"  arousal {row['arousal']:.2f}" if row["arousal"] is not None else ""
             print(f"{row['device']:<16} {when}  speech {row['speech_fraction']:6.1%}  {top:<10} "
                   f"level {row['level_dbfs']:.0f} dBFS{arousal}")
+    if not printed:
+        print("no history in that range (serd history --since 7d, or check --db)", file=sys.stderr)

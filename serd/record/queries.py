@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from serd.record.rows import WINDOW_COLUMNS
@@ -34,18 +35,29 @@ def rooms(store: Store) -> list[dict[str, Any]]:
     return [{"device": d, "first": float(first), "last": float(last) + HOUR_S} for d, first, last in rows]
 
 
-def windows(store: Store, span: Range) -> list[dict[str, Any]]:
-    """Raw windows in the range, by room then time, with their probabilities as dicts."""
+def iter_windows(store: Store, span: Range) -> Iterator[dict[str, Any]]:
+    """Raw windows in the range, by room then time, with their probabilities as dicts, streamed."""
     where, params = span.where("time")
-    rows = store.query(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM windows WHERE {where} ORDER BY device, time", params)
-    out = []
-    for row in rows:
+    for row in store.stream(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM windows WHERE {where} ORDER BY device, time",
+                            params):
         record = dict(zip(WINDOW_COLUMNS, row))
         record["speech"] = bool(record["speech"])
         record["probs"] = json.loads(record["probs"]) if record["probs"] else None
         record["smoothed"] = json.loads(record["smoothed"]) if record["smoothed"] else None
-        out.append(record)
-    return out
+        yield record
+
+
+def windows(store: Store, span: Range) -> list[dict[str, Any]]:
+    return list(iter_windows(store, span))
+
+
+def labels(store: Store, span: Range) -> list[str]:
+    """The labels of the probabilities in the range (the CSV's columns), from the hourly summaries."""
+    where, params = Range(int(span.since // HOUR_S) * HOUR_S, span.until, span.device).where("hour")
+    found: dict[str, None] = {}
+    for (prob_sums,) in store.query(f"SELECT DISTINCT prob_sums FROM hours WHERE {where}", params):
+        found.update(dict.fromkeys(json.loads(prob_sums)))
+    return list(found)
 
 
 def gaps(store: Store, span: Range) -> list[dict[str, Any]]:

@@ -26,6 +26,8 @@ DB_FILE_NAME = "history.sqlite3"
 SQLITE_BUSY_TIMEOUT_S = 5.0
 """A writer waits this long for another writer (e.g. `serd history --delete`) before giving up on a batch."""
 PG_CONNECT_TIMEOUT_S = 10
+STREAM_ROWS = 2000
+"""Rows fetched at a time by `Store.stream`."""
 PG_MIGRATION_LOCK = 0x5E7D
 """Advisory lock id: two recorders starting at once must not both migrate."""
 
@@ -130,6 +132,20 @@ class Store(abc.ABC):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._guard(lambda s, p: self._execute(s, p).fetchall(), sql, params)
+
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
+        """Rows a batch at a time, so that a long export never holds the whole range in memory."""
+        try:
+            yield from self._stream(sql, params)
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._error(exc) from exc
+            raise
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]:
+        cursor = self._execute(sql, params)
+        while rows := cursor.fetchmany(STREAM_ROWS):
+            yield from rows
 
     def _guard(self, fn, sql, params):
         try:
@@ -276,6 +292,13 @@ class PostgresStore(Store):
 
     def _has_table(self, name):
         return self.query("SELECT to_regclass(?)", (name,))[0][0] is not None
+
+    def _stream(self, sql, params):
+        # A server-side cursor (it needs a transaction): psycopg's default cursor fetches every row at once.
+        with self.conn.transaction(), self.conn.cursor(name="serd_stream") as cursor:
+            cursor.execute(sql.replace("?", "%s"), tuple(params))
+            while rows := cursor.fetchmany(STREAM_ROWS):
+                yield from rows
 
     def _lock_for_migration(self):
         self.execute("SELECT pg_advisory_xact_lock(?)", (PG_MIGRATION_LOCK,))
