@@ -12,4 +12,4 @@ while True:
     topic, body = sub.recv_multipart()
     msg = json.loads(body)
     if msg["speech"]:
-        print(msg["device"], msg["label"], f"{msg['confidence']:.0%}")
+        print(msg["device"], msg["label"], f"{msg['confidence']:.0%}", flush=True)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need and run them: bash scripts/test.sh [pytest args]
 # Works on a fresh Debian 12 machine with Python 3.11 (as root, or with sudo for apt).
+# Dataset-scale tests need the full RAVDESS/nEMO corpora in $SERD_DATA (default ../shared/data);
+# without them they are skipped and the run ends with one line saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

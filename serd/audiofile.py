@@ -7,6 +7,7 @@ hours never has to fit in memory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +49,13 @@ def _name(source: Path | BinaryIO) -> str:
     return str(getattr(source, "name", None) or IN_MEMORY_NAME)
 
 
+def _remaining_bytes(stream: BinaryIO) -> int:
+    position = stream.tell()
+    end = stream.seek(0, os.SEEK_END)
+    stream.seek(position)
+    return end - position
+
+
 def _open(source: Path | BinaryIO):
     import soundfile
 
@@ -57,16 +65,21 @@ def _open(source: Path | BinaryIO):
             raise AudioFileError(f"{path}: no such file")
         if source.is_dir():
             raise AudioFileError(f"{path}: is a directory, not an audio file")
+        if not os.access(source, os.R_OK):
+            raise AudioFileError(f"{path}: permission denied")
+        if source.stat().st_size == 0:
+            raise AudioFileError(f"{path}: empty file (0 bytes)")
         target = str(source)
     else:
+        if _remaining_bytes(source) == 0:
+            raise AudioFileError(f"{path}: empty file (0 bytes)")
         target = source  # soundfile decodes file objects through libsndfile's virtual I/O: nothing touches disk
     try:
         handle = soundfile.SoundFile(target)
     except Exception as exc:  # libsndfile reports every failure as a generic error
-        reason = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
-        if not isinstance(source, Path):  # soundfile names a file object by its repr, an address: say only why
-            reason = getattr(exc, "error_string", None) or reason
-        raise AudioFileError(f"{path}: not a readable audio file ({reason.strip()})") from None
+        # Its message repeats the path (or a file object's address): keep only the reason.
+        reason = getattr(exc, "error_string", None) or (str(exc).splitlines()[-1] if str(exc) else type(exc).__name__)
+        raise AudioFileError(f"{path}: not a readable audio file ({reason.strip().rstrip('.')})") from None
     if not MIN_SAMPLE_RATE <= handle.samplerate <= MAX_SAMPLE_RATE or not 0 < handle.channels <= MAX_CHANNELS:
         handle.close()
         raise AudioFileError(

@@ -13,6 +13,7 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from serd import __version__
+from serd.config import EX_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
     except BrokenPipeError:  # `serd analyze ... | head`
         return 0
     except Exception as exc:  # the promise: one line, never a traceback (unless asked)

@@ -8,24 +8,42 @@ import sys
 from pathlib import Path
 
 from serd.config import EX_CONFIG
+from serd.subcommand import add_command
 
 
 def add_parsers(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="classify recorded files (the original tool's file analysis)")
+    p = add_command(
+        subparsers, "analyze", "classify recorded files (the original tool's file analysis)",
+        "Classify whole recordings: per file the top emotion and the probabilities averaged over the windows "
+        "with speech. Bad files are reported (one line each) and skipped; the exit code is 1 if any failed.",
+        ("serd analyze examples/demo.flac",
+         "serd analyze --json recordings/*.wav > results.jsonl"),
+    )
     p.add_argument("files", nargs="+", type=Path, help="wav, flac or ogg files")
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
-    p.add_argument("--model", default="serd-emotion6-int8", help="model name or .tflite path")
+    p.add_argument("--model", default="serd-emotion6-int8", help="model name or .tflite path (default: %(default)s)")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default: %(default)s)")
     p.add_argument("--gate-dbfs", type=float, default=-55.0, help="speech gate level (default: %(default)s)")
     p.set_defaults(func=analyze_command)
 
-    p = subparsers.add_parser("devices", help="list audio input devices and their sample rates")
-    p.add_argument("--json", action="store_true")
+    p = add_command(
+        subparsers, "devices", "list audio input devices and their sample rates",
+        "List the microphones PortAudio can see, with their channels and the sample rates that work; "
+        "give one to `serd run --input-device` by index or by part of its name.",
+        ("serd devices", "serd run --input-device USB"),
+    )
+    p.add_argument("--json", action="store_true", help="print the list as one JSON array")
     p.set_defaults(func=devices_command)
 
-    p = subparsers.add_parser("keys", help="make CURVE key pairs for the server and a client")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--client-name", default="client")
+    p = add_command(
+        subparsers, "keys", "make CURVE key pairs for the server and a client",
+        "Write a CURVE key pair for the daemon and one for a client into DIRECTORY, for publishing "
+        "encrypted and authenticated beyond loopback (see the README's Security and privacy section).",
+        ("serd keys /etc/serd/keys", "serd keys /etc/serd/keys --client-name dashboard"),
+    )
+    p.add_argument("directory", type=Path, help="where to write the key files (created if missing)")
+    p.add_argument("--client-name", default="client",
+                   help="file name stem of the client's key pair (default: %(default)s)")
     p.set_defaults(func=keys_command)
 
 
@@ -53,7 +71,7 @@ def analyze_command(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
             else:
-                print(f"{path}: error: {exc}", file=sys.stderr)
+                print(f"serd: {exc}", file=sys.stderr)  # the message starts with the path
             continue
         if args.json:
             print(json.dumps(result_to_json(result, str(path))), flush=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 EX_CONFIG = 78
+EX_INTERRUPTED = 130
+"""Ctrl-C (SIGINT), by the shell's convention 128 + 2, for every command; SIGTERM is a clean stop (0)."""
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 

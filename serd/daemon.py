@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serd import __version__
-from serd.config import Settings
+from serd.config import EX_INTERRUPTED, Settings
 from serd.labels import arousal_of
 from serd.messages import EmotionMessage, StatusMessage
 from serd.notify import SystemdNotifier
@@ -57,6 +57,7 @@ class Daemon:
         self.detail = ""
         self.exit_code = 0
         self._stop = threading.Event()
+        self._interrupted = False
         self._reload = threading.Event()
         self._seq = {"emotion": 0, "status": 0}
         self._started = time.monotonic()
@@ -69,7 +70,10 @@ class Daemon:
         self.reload_hook = None  # set by the CLI: returns new Settings on SIGHUP
 
     # -- control, callable from signal handlers ---------------------------------------------
-    def request_stop(self, *_args) -> None:
+    def request_stop(self, signum: int | None = None, _frame=None) -> None:
+        if signum == signal.SIGINT:
+            # Ctrl-C: a clean stop all the same, but the exit code says it was interrupted (README).
+            self._interrupted = True
         self._stop.set()
 
     def request_reload(self, *_args) -> None:
@@ -187,6 +191,8 @@ class Daemon:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_s
         self._finish()
+        if self._interrupted and self.exit_code == 0:
+            self.exit_code = EX_INTERRUPTED
         return self.exit_code
 
     def _on_block(self, block: AudioBlock, now: float, resample: bool = True) -> None:

@@ -9,7 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serd.config import EX_INTERRUPTED
 from serd.messages import EmotionMessage, MessageError, StatusMessage, decode
+from serd.subcommand import add_command
 
 BAR_WIDTH = 30
 REDRAW_S = 0.2
@@ -17,7 +19,14 @@ STALE_AFTER_S = 15.0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("listen", help="subscribe and show results live (or as JSON lines)")
+    p = add_command(
+        subparsers, "listen", "subscribe and show results live (or as JSON lines)",
+        "Subscribe to one or more serd daemons: a live view per device on a terminal, one summary line per "
+        "message in a pipe, or every message as a JSON line with --json.",
+        ("serd listen",
+         "serd listen --connect tcp://192.168.1.20:5556 --server-key server.key --client-key client.key_secret",
+         "serd listen --json --count 10 --timeout 30 > messages.jsonl"),
+    )
     p.add_argument("--connect", action="append", default=None, help="endpoint (repeatable; default tcp://127.0.0.1:5556)")
     p.add_argument("--topic", action="append", default=None, help="topic prefix (repeatable; default: serd.)")
     p.add_argument("--json", action="store_true", help="print every message as one JSON line")
@@ -70,10 +79,10 @@ class DeviceView:
     gaps: int = 0
 
 
-def render(devices: dict[str, DeviceView], now: float) -> str:
+def render(devices: dict[str, DeviceView], now: float, endpoints: str = "") -> str:
     lines = [f"serd listen — {time.strftime('%H:%M:%S', time.localtime(now))}   (Ctrl-C to quit)", ""]
     if not devices:
-        lines.append("waiting for messages…")
+        lines.append(waiting_line(endpoints))
     for name, view in sorted(devices.items()):
         stale = now - view.last_heard > STALE_AFTER_S
         state = "stale" if stale else (view.status.state if view.status else "?")
@@ -115,6 +124,9 @@ def listen_command(args: argparse.Namespace) -> int:
         print(f"serd listen: {exc}", file=sys.stderr)
         return 1
     live_view = sys.stdout.isatty() and not args.json
+    where = ", ".join(endpoints)
+    if not live_view:  # stderr: JSON lines on stdout stay clean
+        print(waiting_line(where), file=sys.stderr, flush=True)
     devices: dict[str, DeviceView] = {}
     last_seq: dict[str, int] = {}
     emotions = 0
@@ -125,10 +137,14 @@ def listen_command(args: argparse.Namespace) -> int:
     try:
         while True:
             if args.timeout and time.monotonic() - started >= args.timeout:
+                if not last_seq:  # not one message: say so, rather than exit as if all were well
+                    print(f"serd: {where}: nothing received within {args.timeout:g} s (is serd run publishing "
+                          "there? see --connect)", file=sys.stderr)
+                    return 1
                 break
             if not poller.poll(timeout=int(REDRAW_S * 1000)):
                 if live_view:
-                    print("\x1b[H\x1b[J" + render(devices, time.time()), end="", flush=True)
+                    print("\x1b[H\x1b[J" + render(devices, time.time(), where), end="", flush=True)
                 continue
             frames = socket.recv_multipart()
             try:
@@ -153,7 +169,7 @@ def listen_command(args: argparse.Namespace) -> int:
                 print(json.dumps(message.to_dict()), flush=True)
             elif live_view:
                 if time.monotonic() >= next_draw:
-                    print("\x1b[H\x1b[J" + render(devices, time.time()), end="", flush=True)
+                    print("\x1b[H\x1b[J" + render(devices, time.time(), where), end="", flush=True)
                     next_draw = time.monotonic() + REDRAW_S
             else:
                 print(summary_line(message), flush=True)
@@ -161,10 +177,10 @@ def listen_command(args: argparse.Namespace) -> int:
                 break
             if args.exit_on_stop and isinstance(message, StatusMessage) and message.state == "stopping":
                 if live_view:
-                    print("\x1b[H\x1b[J" + render(devices, time.time()), flush=True)
+                    print("\x1b[H\x1b[J" + render(devices, time.time(), where), flush=True)
                 break
     except KeyboardInterrupt:
-        pass
+        return EX_INTERRUPTED
     finally:
         socket.close()
     return 0
@@ -174,6 +190,10 @@ def arousal_gauge(arousal: float, width: int = BAR_WIDTH) -> str:
     """calm ──●── activated, the marker at the arousal probability."""
     at = min(width - 1, int(arousal * width))
     return f"{'calm':<9} {'─' * at}●{'─' * (width - 1 - at)} activated ({arousal:.0%})"
+
+
+def waiting_line(endpoints: str) -> str:
+    return f"waiting for messages on {endpoints} …" if endpoints else "waiting for messages…"
 
 
 def summary_line(message) -> str:

@@ -10,10 +10,16 @@ last release: Python <= 3.11, numpy < 2). Both expose the same `Interpreter`.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
 import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,62 @@ BACKEND_ENV = "SERD_TFLITE_BACKEND"
 """Set to one of BACKENDS to force an interpreter (used by the tests of both)."""
 
 
+BENIGN_RUNTIME_LINE = re.compile(r"^INFO: (Created TensorFlow Lite XNNPACK delegate for CPU|Initialized TensorFlow Lite runtime)\.$")
+"""What the TFLite C++ runtime writes to fd 2 on every successful load: noise, not news."""
+DRAIN_TIMEOUT_S = 5.0
+"""Bound on waiting for the captured stderr once the runtime is loaded (it is at its end by then)."""
+
+
 class ModelError(ValueError):
     """A model that cannot be used; the message is one line for the user."""
+
+
+@contextmanager
+def quiet_runtime_stderr() -> Iterator[None]:
+    """Hold back the TFLite runtime's INFO lines on fd 2 (C++ writes there, not to `sys.stderr`).
+
+    fd 2 points at a pipe for the duration (a pipe, not a temporary file: serd writes no
+    files), drained by a thread so that a chatty runtime can never block on it; afterwards
+    everything captured except the known benign lines is written to stderr again, so a
+    real warning or error from the runtime is never lost.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to keep quiet
+        yield
+        return
+    crash_reports = faulthandler.is_enabled()
+    if crash_reports:  # a crash inside the runtime must still reach the real stderr (the journal)
+        faulthandler.enable(file=saved)
+    read_fd, write_fd = os.pipe()
+    chunks: list[bytes] = []
+    drain = threading.Thread(target=_drain, args=(read_fd, chunks), name="serd-stderr-drain", daemon=True)
+    drain.start()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)  # the pipe's last writer is gone: the drain sees its end
+        if crash_reports:
+            faulthandler.enable()  # back to sys.stderr, before `saved` closes
+        os.close(saved)
+        drain.join(timeout=DRAIN_TIMEOUT_S)
+        os.close(read_fd)
+        lines = b"".join(chunks).decode("utf-8", errors="replace").splitlines()
+        kept = [line for line in lines if not BENIGN_RUNTIME_LINE.match(line)]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+            sys.stderr.flush()
+
+
+def _drain(fd: int, chunks: list[bytes]) -> None:
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:  # closed under us after DRAIN_TIMEOUT_S: what came so far is kept
+        return
 
 
 def _import_interpreter(backend: str):
@@ -88,6 +148,14 @@ def default_models_dir() -> Path:
     return here.parent / "models"
 
 
+def available_models(directory: Path | None = None) -> list[str]:
+    """Names of the models in `directory` (default: the models directory): a .tflite with its sidecar."""
+    directory = directory or default_models_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.tflite") if sidecar_path_for(p).is_file())
+
+
 @dataclass(frozen=True)
 class Quantisation:
     scale: float
@@ -114,8 +182,9 @@ class Model:
         self.model_id = str(self.sidecar.get("model_id") or self.path.stem)
         interpreter_cls, self.backend = interpreter_class(backend)
         try:
-            self._interpreter = interpreter_cls(model_path=str(self.path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with quiet_runtime_stderr():  # the XNNPACK delegate announces itself in allocate_tensors
+                self._interpreter = interpreter_cls(model_path=str(self.path), num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: not a loadable TFLite model ({str(exc).splitlines()[0]})") from None
         self._check_io()
@@ -186,7 +255,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def _read_sidecar(tflite_path: Path, sidecar_path: Path) -> dict[str, Any]:
     if not tflite_path.is_file():
-        raise ModelError(f"{tflite_path}: model file not found")
+        # Say what does exist: a mistyped --model name is the usual cause.
+        known = available_models(tflite_path.parent) or available_models()
+        hint = f"; models that exist: {', '.join(known)} (or give a path to a .tflite)" if known else ""
+        raise ModelError(f"{tflite_path}: model file not found{hint}")
     if not sidecar_path.is_file():
         raise ModelError(f"{sidecar_path}: sidecar not found (every .tflite needs its .json)")
     try:

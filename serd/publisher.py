@@ -8,7 +8,9 @@ fills its own queue up to `sndhwm`; after that ZeroMQ drops *its* messages
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
 from pathlib import Path
 
 import zmq
@@ -19,14 +21,20 @@ from serd.messages import Message, encode
 _LOGGER = logging.getLogger(__name__)
 
 
+def _ipc_path(endpoint: str) -> str:
+    """The socket file of an ipc:// endpoint; "" for other transports, wildcards and abstract sockets."""
+    path = endpoint.removeprefix("ipc://") if endpoint.startswith("ipc://") else ""
+    return "" if not path or path == "*" or path.startswith("@") else path
+
+
 def _ipc_in_use(endpoint: str) -> bool:
     """True if a process is listening on the unix socket of an ipc:// endpoint.
 
     For ipc://, ZeroMQ's bind removes an existing socket file and binds afresh, so a
     second daemon would silently steal the endpoint from a running one.
     """
-    path = endpoint.removeprefix("ipc://") if endpoint.startswith("ipc://") else ""
-    if not path or path == "*" or path.startswith("@"):
+    path = _ipc_path(endpoint)
+    if not path:
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
@@ -118,5 +126,21 @@ class Publisher:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
-        if self._own_context:
+        if self._own_context and not self._context.closed:
             self._context.term()
+        self._remove_ipc_file()
+
+    def _remove_ipc_file(self) -> None:
+        """libzmq leaves an ipc:// socket file behind when it closes: remove ours.
+
+        Only once our socket is gone (context terminated) and only if nobody listens on
+        the file, so that an endpoint some other process took over is never pulled away.
+        """
+        path = _ipc_path(getattr(self, "endpoint", ""))
+        if not path or not self._context.closed or _ipc_in_use(self.endpoint):
+            return
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except OSError as exc:  # already gone, or a directory we may not write to: nothing to tidy
+            _LOGGER.debug("could not remove %s: %s", path, exc)

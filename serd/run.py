@@ -10,12 +10,21 @@ from typing import Any
 
 from serd import config
 from serd.config import EX_CONFIG, ConfigError, Settings
+from serd.subcommand import add_command
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("run", help="capture, classify and publish (the daemon)")
+    p = add_command(
+        subparsers, "run", "capture, classify and publish (the daemon)",
+        "Listen to a microphone, a file or raw PCM on stdin; classify every 2 s window (every 0.5 s) and "
+        "publish the emotion probabilities on a ZeroMQ socket. Ctrl-C stops it (exit 130), SIGTERM too (exit 0).",
+        ("serd run                                  # default microphone, tcp://127.0.0.1:5556",
+         "serd run --source examples/demo.flac      # replay a recording in real time",
+         "arecord -f S16_LE -r 16000 -c 1 | serd run --source -",
+         "serd run --config /etc/serd/config.yaml --device-id room-101"),
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML config file (default: built-in defaults)")
     p.add_argument("--source", default=None, help="mic, a file path, or - for raw s16le PCM on stdin")
     p.add_argument("--input-device", default=None, help="microphone index or name substring")
@@ -60,6 +69,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from serd.audiofile import AudioFileError, file_duration_s
     from serd.daemon import Daemon
     from serd.model import Model, ModelError, resolve_model_path
     from serd.publisher import Publisher, PublisherError
@@ -71,6 +81,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"serd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     logging.getLogger("serd").setLevel(settings.log_level.upper())
+    if settings.source.kind == "file":
+        try:  # before anything starts or logs: a bad file is one line, as in `serd analyze`
+            file_duration_s(settings.source.path)
+        except AudioFileError as exc:
+            print(f"serd: {exc}", file=sys.stderr)
+            return 1
     try:
         model = Model(resolve_model_path(settings.model))
     except ModelError as exc:
@@ -82,10 +98,13 @@ def run_command(args: argparse.Namespace) -> int:
     except PublisherError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return EX_CONFIG if exc.config_error else 1
-    daemon = Daemon(settings, model, source, publisher)
-    if args.config is not None:
-        daemon.reload_hook = lambda: load_settings(args)
-    daemon.install_signal_handlers()
-    _LOGGER.info("serd: model %s (%s), source %s, device %s", model.model_id, model.backend, source.description,
-                 settings.device_id)
-    return daemon.run()
+    try:
+        daemon = Daemon(settings, model, source, publisher)
+        if args.config is not None:
+            daemon.reload_hook = lambda: load_settings(args)
+        daemon.install_signal_handlers()
+        _LOGGER.info("serd: model %s (%s), source %s, device %s", model.model_id, model.backend,
+                     source.description, settings.device_id)
+        return daemon.run()
+    finally:
+        publisher.close()  # idempotent; also when a SIGTERM during start-up raised SystemExit (no ipc file left)

@@ -299,6 +299,18 @@ def find_input_device(wanted: str | int | None) -> int | None:
     return matches[0]["index"]
 
 
+NO_INPUT_DEVICE = "no input device found; see `serd devices`, or use `--source FILE`"
+"""Said (in the log and the status detail, with the retry delay) while there is no microphone at all."""
+
+
+def _has_input_device(sd) -> bool:
+    """Whether PortAudio lists any device that can record (else it only says "Error querying device -1")."""
+    try:
+        return any(info["max_input_channels"] > 0 for info in sd.query_devices())
+    except sd.PortAudioError:
+        return False
+
+
 class MicSource:
     """A sounddevice input stream; the callback only copies into the queue and counts."""
 
@@ -334,6 +346,8 @@ class MicSource:
             rescan_devices(sd)
         self._opened_before = True
         device = find_input_device(self.settings.input_device)
+        if device is None and not _has_input_device(sd):
+            raise SourceError(NO_INPUT_DEVICE)
         try:
             rate = self._choose_rate(sd, device)
             block_frames = max(1, int(self.settings.block_s * rate))

@@ -1,12 +1,18 @@
-"""Shared fixtures: the tiny generated TFLite models and the RAVDESS dataset."""
+"""Shared fixtures: the tiny generated TFLite models, the fixture clips and the full corpora.
+
+Tests that need some real speech use the clips in tests/fixtures/audio (in the
+repository). Dataset-scale tests (folds over 24 actors, counts, training smoke) need
+the full corpora: they look in $SERD_DATA (default ../shared/data beside the repository)
+and are skipped otherwise, counted in one line at the end of the run.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +21,22 @@ import pytest
 from make_tiny_model import tiny_model_stem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RAVDESS_ROOT = Path(__file__).resolve().parents[1].parent / "shared/data/ravdess"
+FIXTURE_AUDIO = Path(__file__).resolve().parent / "fixtures" / "audio"
+RAVDESS_FIXTURES = FIXTURE_AUDIO / "ravdess"
+"""A few RAVDESS clips in the corpus's own Actor_NN/ layout (CC BY-NC-SA 4.0, see its README)."""
+NEMO_FIXTURES = FIXTURE_AUDIO / "nemo"
+"""A few nEMO clips: data.tsv + samples/, as in the corpus."""
+SERD_DATA = Path(os.environ.get("SERD_DATA") or REPO_ROOT.parent / "shared" / "data")
+"""Where the full corpora live: ravdess/ and nemo/ (the same rule as tests/fixtures/audio/copy_fixtures.py)."""
+CORPUS_SKIP = "full corpus not in SERD_DATA"
+"""In every skip reason of a dataset-scale test, so that the end-of-run line can count them."""
+CORPUS_SKIPS = pytest.StashKey[int]()
 SHIPPED_INT8 = REPO_ROOT / "models" / "serd-emotion6-int8.tflite"
 MAKE_TINY_MODEL = Path(__file__).resolve().parent / "make_tiny_model.py"
 TINY_MODEL_TIMEOUT_S = 600
 """Generous: conversion takes ~10 s on a free machine, much longer on a loaded one."""
 
-# A few clips from different actors, both genders, several emotions.
+# A few fixture clips from different actors, both genders, several emotions.
 SAMPLE_CLIPS = (
     "Actor_01/03-01-01-01-01-01-01.flac",
     "Actor_06/03-01-05-02-01-02-06.flac",
@@ -40,41 +55,72 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def full_corpus(name: str, marker: str) -> Path:
+    """`$SERD_DATA/<name>`, or skip the test (counted by `pytest_terminal_summary`)."""
+    root = SERD_DATA / name
+    if not (root / marker).exists():
+        pytest.skip(f"{CORPUS_SKIP}: no {root / marker}")
+    return root
+
+
 @pytest.fixture(scope="session")
 def ravdess_root() -> Path:
-    if not (RAVDESS_ROOT / "Actor_01").is_dir():
-        pytest.skip(f"RAVDESS dataset not found at {RAVDESS_ROOT} (expected ../shared/data/ravdess from the repo)")
-    return RAVDESS_ROOT
+    """The full RAVDESS speech corpus (1440 clips): for dataset-scale tests only."""
+    return full_corpus("ravdess", "Actor_24")
 
 
 @pytest.fixture(scope="session")
-def sample_clip_paths(ravdess_root: Path) -> list[Path]:
-    paths = [ravdess_root / name for name in SAMPLE_CLIPS]
+def nemo_root() -> Path:
+    """The full nEMO corpus: for dataset-scale tests only."""
+    return full_corpus("nemo", "data.tsv")
+
+
+@pytest.fixture(scope="session")
+def ravdess_fixtures() -> Path:
+    """The RAVDESS fixture clips in the repository (always present)."""
+    return RAVDESS_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def nemo_fixtures() -> Path:
+    """The nEMO fixture clips in the repository (always present)."""
+    return NEMO_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def sample_clip_paths() -> list[Path]:
+    paths = [RAVDESS_FIXTURES / name for name in SAMPLE_CLIPS]
     missing = [str(p) for p in paths if not p.is_file()]
-    assert not missing, f"RAVDESS is present but incomplete: {missing}"
+    assert not missing, f"fixture clips missing (see tests/fixtures/audio/README.md): {missing}"
     return paths
 
 
-NEMO_HEADER = "file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage\n"
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Count the dataset-scale tests that did not run (reported last, by `pytest_unconfigure`)."""
+    config.stash[CORPUS_SKIPS] = sum(
+        CORPUS_SKIP in str(r.longrepr) for r in terminalreporter.stats.get("skipped", [])
+    )
 
 
-@pytest.fixture(scope="session")
-def small_nemo(tmp_path_factory, sample_clip_paths) -> Path:
-    """A nEMO-layout folder (data.tsv + samples/) with nEMO's real names: 3 speakers, 5 emotions each.
+def pytest_unconfigure(config) -> None:
+    """One line, after pytest's own summary, so that a green run cannot hide what never ran."""
+    skipped = config.stash.get(CORPUS_SKIPS, 0)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if skipped and reporter is not None:
+        reporter.write_line(
+            f"serd: {skipped} dataset-scale tests skipped: no full RAVDESS/nEMO corpora in "
+            f"SERD_DATA={SERD_DATA} (set SERD_DATA to a folder holding ravdess/ and nemo/ to run them)",
+            yellow=True,
+        )
 
-    The audio is real speech (RAVDESS clips under nEMO names) so the test needs no second corpus.
-    """
-    root = tmp_path_factory.mktemp("nemo")
-    (root / "samples").mkdir()
-    rows = []
-    emotions = ("anger", "fear", "happiness", "neutral", "sadness")
-    for s, (speaker, gender) in enumerate((("EB0", "female"), ("KD0", "male"), ("SM0", "male"))):
-        for e, emotion in enumerate(emotions):
-            name = f"{speaker}_{emotion}_{e + 10}.wav"
-            shutil.copy(sample_clip_paths[(s + e) % len(sample_clip_paths)], root / "samples" / name.replace(".wav", ".flac"))
-            rows.append(f"{name}\t{emotion}\tZdanie.\tzdanie\t{speaker}\t{gender}\t25\n")
-    (root / "data.tsv").write_text(NEMO_HEADER + "".join(rows), encoding="utf-8")
-    return root
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A short directory under /tmp (ipc:// paths must stay under ~100 bytes), removed afterwards."""
+    from helpers_daemon import short_tmpdir
+
+    with short_tmpdir("serd-test-") as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

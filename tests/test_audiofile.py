@@ -128,20 +128,20 @@ def test_directory(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, content",
+    "name, content, reason",
     [
-        ("empty.wav", b""),
-        ("notes.wav", b"this is a text file, not a RIFF header\n" * 20),
-        ("header-only.wav", b"RIFF"),
-        ("zeros.flac", bytes(4096)),
+        ("empty.wav", b"", "empty file (0 bytes)"),
+        ("notes.wav", b"this is a text file, not a RIFF header\n" * 20, "not a readable audio file"),
+        ("header-only.wav", b"RIFF", "not a readable audio file"),
+        ("zeros.flac", bytes(4096), "not a readable audio file"),
     ],
 )
-def test_files_that_are_not_audio(tmp_path, name, content):
+def test_files_that_are_not_audio(tmp_path, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(AudioFileError) as info:
         read_audio(path, MODEL_RATE)
-    assert "not a readable audio file" in assert_one_line_error_naming(path, info)
+    assert reason in assert_one_line_error_naming(path, info)
     with pytest.raises(AudioFileError):
         file_duration_s(path)
 

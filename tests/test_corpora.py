@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RAVDESS_ROOT
 from serd.train.channel import CONDITIONS, Channel, random_channel
 from serd.train.corpora import Clip, emotion_name, find_clips, parse_spec
 from serd.train.data import Corpus, epoch_arrays
@@ -16,7 +15,6 @@ from serd.train.augment import AugmentSettings
 from serd.features import FeatureParams
 from serd.train.splits import corpus_holdout, holdout_speakers, speaker_folds
 
-NEMO_ROOT = RAVDESS_ROOT.parent / "nemo"
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:
@@ -26,18 +24,30 @@ def write_csv(path: Path, rows: list[str]) -> Path:
 
 # -- readers ---------------------------------------------------------------------------------------
 
-def test_nemo_reader_maps_names_and_finds_flac_for_the_wav_names_in_data_tsv(small_nemo: Path):
-    clips = find_clips(parse_spec(f"nemo={small_nemo}"))
-    assert len(clips) == 15 and {c.corpus for c in clips} == {"nemo"}
-    assert {c.speaker for c in clips} == {"EB0", "KD0", "SM0"}
+def test_nemo_reader_maps_names_and_genders(nemo_fixtures: Path):
+    clips = find_clips(parse_spec(f"nemo={nemo_fixtures}"))
+    assert len(clips) == 10 and {c.corpus for c in clips} == {"nemo"}
+    assert {c.speaker for c in clips} == {"EB0", "MP0"}
     assert {c.emotion for c in clips} == {"angry", "fearful", "happy", "neutral", "sad"}
-    assert all(c.path.suffix == ".flac" and c.path.is_file() for c in clips)
+    assert all(c.path.is_file() for c in clips)
     assert {c.gender for c in clips if c.speaker == "EB0"} == {"female"}
 
 
-@pytest.mark.skipif(not (NEMO_ROOT / "data.tsv").is_file(), reason=f"nEMO not found at {NEMO_ROOT}")
-def test_nemo_reader_on_the_whole_corpus():
-    clips = find_clips(parse_spec(f"nemo={NEMO_ROOT}"))
+def test_nemo_reader_takes_the_flac_for_a_wav_name_and_skips_rows_without_audio(nemo_fixtures: Path, tmp_path: Path):
+    """The original release names .wav files; the converted corpus has .flac: both must read."""
+    (tmp_path / "samples").mkdir()
+    shutil.copy(nemo_fixtures / "samples" / "EB0_anger_1.flac", tmp_path / "samples")
+    lines = (nemo_fixtures / "data.tsv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "data.tsv").write_text("\n".join([lines[0], lines[1].replace(".flac", ".wav"), lines[2]]) + "\n", encoding="utf-8")
+    clips = find_clips(parse_spec(f"nemo={tmp_path}"))
+    assert [c.path.name for c in clips] == ["EB0_anger_1.flac"] and clips[0].emotion == "angry"
+    (tmp_path / "data.tsv").write_text(lines[0] + "\n" + lines[1].replace("\tanger\t", "\tboredom\t") + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"data.tsv:2: unknown emotion 'boredom'"):
+        find_clips(parse_spec(f"nemo={tmp_path}"))
+
+
+def test_nemo_reader_on_the_whole_corpus(nemo_root: Path):
+    clips = find_clips(parse_spec(f"nemo={nemo_root}"))
     assert len(clips) == 3812 and len({c.speaker for c in clips}) == 9
     assert "disgust" not in {c.emotion for c in clips}
 
@@ -118,16 +128,16 @@ def test_final_split_keeps_a_few_calibration_speakers_per_corpus():
 # -- class masking -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def two_corpora(sample_clip_paths, small_nemo: Path) -> Corpus:
-    """RAVDESS sample clips (disgust among their classes? not necessarily) plus the small nEMO folder."""
-    ravdess = sample_clip_paths[0].parents[1]
-    return Corpus.from_specs([parse_spec(f"ravdess={ravdess}"), parse_spec(f"nemo={small_nemo}")], "emotion6", 16000,
-                             ravdess_actors={1, 6, 11, 18, 24})
+def two_corpora(ravdess_fixtures: Path, nemo_fixtures: Path) -> Corpus:
+    """The RAVDESS fixture clips (disgust among them) and the nEMO ones (no disgust)."""
+    return Corpus.from_specs([parse_spec(f"ravdess={ravdess_fixtures}"), parse_spec(f"nemo={nemo_fixtures}")],
+                             "emotion6", 16000)
 
 
 def test_a_corpus_without_disgust_never_makes_disgust_a_training_target(two_corpora: Corpus):
     disgust = two_corpora.labels.index("disgust")
     nemo = [i for i, c in enumerate(two_corpora.clips) if c.corpus == "nemo"]
+    assert "disgust" in two_corpora.classes_of("ravdess")
     assert nemo and not two_corpora.covers[nemo, disgust].any()
     assert two_corpora.covers[nemo][:, [k for k in range(6) if k != disgust]].all()
     assert "disgust" not in two_corpora.classes_of("nemo")

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from conftest import RAVDESS_FIXTURES
 from serd.analysis import GateSettings, analyze_file, result_to_json
 from serd.dashboard.server import Dashboard, DashboardSettings, parse_listen
 from serd.dashboard.state import DashboardState, Subscription
@@ -31,8 +32,7 @@ from serd.messages import EmotionMessage, StatusMessage, encode
 from serd.model import Model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RAVDESS = Path(__file__).resolve().parents[1].parent / "shared/data/ravdess"
-CLIP = RAVDESS / "Actor_01/03-01-01-01-01-01-01.flac"
+CLIP = RAVDESS_FIXTURES / "Actor_01/03-01-01-01-01-01-01.flac"
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 WAIT_S = 20.0
 """Deadline for something that should happen within a fraction of a second (the machine may be busy)."""
@@ -424,8 +424,6 @@ def test_parse_listen():
 
 @pytest.fixture
 def clip() -> Path:
-    if not CLIP.is_file():
-        pytest.skip(f"RAVDESS clip not found at {CLIP} (expected ../shared/data/ravdess from the repo)")
     return CLIP
 
 

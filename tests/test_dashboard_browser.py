@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from conftest import RAVDESS_FIXTURES
 from serd.messages import EmotionMessage, StatusMessage, encode
 
 pytestmark = pytest.mark.slow
@@ -38,8 +39,7 @@ CHROMIUM_ARGS = [
 ]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO = REPO_ROOT / "examples" / "demo.flac"
-RAVDESS = Path(__file__).resolve().parents[1].parent / "shared/data/ravdess"
-CLIP = RAVDESS / "Actor_06/03-01-05-02-01-02-06.flac"
+CLIP = RAVDESS_FIXTURES / "Actor_06/03-01-05-02-01-02-06.flac"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
@@ -310,8 +310,6 @@ def test_hostile_device_name_renders_as_text(page, dialogs: list[str], test_publ
 
 
 def test_upload_shows_a_result(page, tmp_path: Path):
-    if not CLIP.is_file():
-        pytest.skip(f"RAVDESS clip not found at {CLIP}")
     page.set_input_files("#upload-file", str(CLIP))
     page.click("#upload-button")
     page.wait_for_selector("#upload-result:not([hidden])", timeout=WAIT_MS)

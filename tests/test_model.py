@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RAVDESS_ROOT, SAMPLE_CLIPS, SHIPPED_INT8, speech_like, subprocess_env
+from conftest import RAVDESS_FIXTURES, SAMPLE_CLIPS, SHIPPED_INT8, speech_like, subprocess_env
 from serd.audiofile import read_audio
 from serd.features import FeatureParams, LogMel
 from serd.labels import EMOTION6
@@ -25,9 +25,9 @@ INT8_FLOAT_TOLERANCE = 0.05
 
 
 def windows_for(params: FeatureParams, n_synthetic: int = 3) -> list[np.ndarray]:
-    """Windows to feed a model: synthetic speech-like ones, plus real RAVDESS ones when present."""
+    """Windows to feed a model: synthetic speech-like ones, plus real RAVDESS fixture clips."""
     signals = [speech_like(params.window_s + 0.5, params.sample_rate, seed) for seed in range(n_synthetic)]
-    signals += [read_audio(RAVDESS_ROOT / name, params.sample_rate) for name in SAMPLE_CLIPS if (RAVDESS_ROOT / name).is_file()]
+    signals += [read_audio(RAVDESS_FIXTURES / name, params.sample_rate) for name in SAMPLE_CLIPS]
     windows = []
     for signal in signals:
         padded = np.zeros(max(signal.shape[0], params.window_samples), dtype=np.float32)

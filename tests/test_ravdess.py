@@ -104,10 +104,10 @@ def test_non_ravdess_names_are_rejected(name):
         parse_name(name)
 
 
-def test_find_clips_skips_other_files_and_filters_actors(ravdess_root, tmp_path):
+def test_find_clips_skips_other_files_and_filters_actors(ravdess_fixtures, tmp_path):
     for name in ("Actor_03/03-01-04-02-01-01-03.flac", "Actor_04/03-01-04-02-01-01-04.flac"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copyfile(ravdess_root / name, tmp_path / name)
+        shutil.copyfile(ravdess_fixtures / name, tmp_path / name)
     (tmp_path / "notes.flac").write_bytes(b"")
     (tmp_path / "Actor_03" / "03-02-04-02-01-01-03.wav").write_bytes(b"")  # song
     (tmp_path / "Actor_03" / "03-01-04-02-01-01-03.txt").write_text("not audio")

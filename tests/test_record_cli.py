@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_env, serd_lines, short_tmpdir
+from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_env, serd_lines
 from helpers_record import LABELS, TestPublisher, db_url, emotion, pg_server_url, status  # noqa: F401 (fixtures)
 from serd.record.store import open_store
 
@@ -43,12 +43,6 @@ def wait_for_rows(url: str, device: str, n: int, recorder: DaemonProcess, timeou
         assert recorder.poll() is None, f"serd record exited early:\n{recorder.stderr_text()}"
         assert time.monotonic() < deadline, f"only {len(seqs)} of {n} rows after {timeout_s} s:\n{recorder.stderr_text()}"
         time.sleep(0.1)
-
-
-@pytest.fixture
-def workdir():
-    with short_tmpdir("serd-rec-") as path:
-        yield path
 
 
 def start_recorder(workdir: Path, url: str, endpoint: str, *extra: str, env: dict | None = None) -> DaemonProcess:
@@ -154,8 +148,8 @@ def test_default_database_is_in_the_state_directory(workdir):
         pub.wait_subscribed()
         pub.send(emotion("st", 0, time.time()))
         wait_for_rows(f"sqlite://{state / 'history.sqlite3'}", "st", 1, recorder)
-        recorder.send_signal(signal.SIGINT)
-        assert recorder.wait() == 0
+        recorder.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit 130 as every serd command
+        assert recorder.wait() == 130
     finally:
         recorder.kill()
         pub.close()

@@ -132,10 +132,10 @@ HOP_S = 0.25
 CLIP = "Actor_02/03-01-05-02-01-01-02.flac"  # strong angry: plenty of speech windows
 
 
-def test_analysis_gives_identical_probabilities_whatever_the_blocks(ravdess_root, tiny_model_int8):
+def test_analysis_gives_identical_probabilities_whatever_the_blocks(ravdess_fixtures, tiny_model_int8):
     model = Model(tiny_model_int8)
     params = model.params
-    audio = read_audio(ravdess_root / CLIP, params.sample_rate)
+    audio = read_audio(ravdess_fixtures / CLIP, params.sample_rate)
     predict_many = model_predict_many(model)
 
     def analyse(blocks):
@@ -151,8 +151,8 @@ def test_analysis_gives_identical_probabilities_whatever_the_blocks(ravdess_root
         blocks_of(audio, 160),
         blocks_of(audio, 1000),
         blocks_of(audio, 4_801),
-        list(iter_blocks(ravdess_root / CLIP, params.sample_rate)),  # as the file reader delivers it
-        list(iter_blocks(ravdess_root / CLIP, params.sample_rate, block_s=0.013)),
+        list(iter_blocks(ravdess_fixtures / CLIP, params.sample_rate)),  # as the file reader delivers it
+        list(iter_blocks(ravdess_fixtures / CLIP, params.sample_rate, block_s=0.013)),
     ):
         result = analyse(blocks)
         assert [(w.start_s, w.end_s, w.speech, w.level_dbfs) for w in result.windows] == [

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from serd.config import EX_INTERRUPTED
 from serd.dashboard.server import (
     MAX_UPLOAD_BYTES,
     MB,
@@ -21,12 +22,20 @@ from serd.dashboard.server import (
     parse_listen,
 )
 from serd.dashboard.state import HISTORY_S, STALE_AFTER_S
+from serd.subcommand import add_command
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("dashboard", help="serve a live web page of one or more serd daemons")
+    p = add_command(
+        subparsers, "dashboard", "serve a live web page of one or more serd daemons",
+        "Serve a browser page with each daemon's current emotion, a timeline and its status, and an upload "
+        "panel that analyses a recording. Loopback only unless you give an address and a token.",
+        ("serd dashboard                     # then open http://127.0.0.1:8080",
+         "serd dashboard --connect tcp://127.0.0.1:5556 --connect ipc:///run/serd/room2.ipc",
+         "SERD_DASHBOARD_TOKEN=... serd dashboard --listen 0.0.0.0:8080"),
+    )
     p.add_argument("--connect", action="append", default=None, metavar="ADDR",
                    help="serd publisher endpoint (repeatable; default tcp://127.0.0.1:5556)")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
@@ -82,8 +91,11 @@ def dashboard_command(args: argparse.Namespace) -> int:
         print(f"serd dashboard: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
+    interrupted = []
 
-    def request_stop(*_args) -> None:
+    def request_stop(signum: int, _frame) -> None:
+        if signum == signal.SIGINT:
+            interrupted.append(signum)  # Ctrl-C: exit 130, as every serd command does
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -108,4 +120,4 @@ def dashboard_command(args: argparse.Namespace) -> int:
         dashboard.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return EX_INTERRUPTED if interrupted else 0

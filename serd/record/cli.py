@@ -11,12 +11,21 @@ from typing import Any
 
 from serd import config
 from serd.config import EX_CONFIG, ConfigError, RecordSettings
+from serd.subcommand import add_command
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("record", help="store what daemons publish (history for serd history and the dashboard)")
+    p = add_command(
+        subparsers, "record", "store what daemons publish (history for serd history and the dashboard)",
+        "Subscribe to one or more serd daemons and keep every message they publish in a SQLite file (the "
+        "default, in the state directory) or a PostgreSQL database: raw windows for --keep-days, per-minute and "
+        "per-hour summaries for a year. Settings come from the record: section of the config file; flags win.",
+        ("serd record                                 # tcp://127.0.0.1:5556 into the state directory",
+         "serd record --connect tcp://pi-room1:5556 --connect tcp://pi-room2:5556 --keep-days 7",
+         "serd record --config /etc/serd/config.yaml --db postgresql://serd@dbhost/serd"),
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML config file: its record: section")
     p.add_argument("--connect", action="append", default=None, metavar="ADDR",
                    help="publisher endpoint (repeatable; default tcp://127.0.0.1:5556)")

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from serd.record.when import EVERY, iso_local, parse_when
+from serd.subcommand import add_command
 
 WINDOW_FIELDS = ("device", "session", "seq", "time", "captured_at", "start_s", "end_s", "speech", "level_dbfs",
                  "label", "confidence", "model", "arousal", "smoothed_arousal")
@@ -20,7 +21,16 @@ AGGREGATE_FIELDS = ("device", "start", "recorded_s", "speech_s", "speech_fractio
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("history", help="print recorded windows or aggregates; delete a room's history")
+    p = add_command(
+        subparsers, "history", "print recorded windows or summaries; delete a room's history",
+        "Read what serd record stored: raw windows (one per line, or CSV with a column per probability, or JSON "
+        "lines), or per-minute, per-hour or per-day summaries with --every. --delete ROOM --before WHEN removes "
+        "a room's history.",
+        ("serd history --since 2h",
+         "serd history room-101 --since yesterday --until today --csv > room-101.csv",
+         "serd history --every 1h --since 7d --json",
+         "serd history --delete room-101 --before 2026-11-01"),
+    )
     p.add_argument("room", nargs="?", default=None, help="device id (default: every room)")
     p.add_argument("--db", default=None, metavar="URL", help="history database (default: as serd record)")
     p.add_argument("--since", default=None, metavar="WHEN",

@@ -7,10 +7,12 @@ SUB socket and never waits on the database: `BatchWriter.offer` never blocks.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 
+from serd.config import EX_INTERRUPTED
 from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, EmotionMessage, MessageError, decode
 from serd.notify import SystemdNotifier
 from serd.record.rows import EMOTION, STATUS, Tracker, status_row, window_row
@@ -51,8 +53,11 @@ class Recorder:
         self.tracker: Tracker = load_tracker(store)
         self.writer = BatchWriter(store, writer_settings)
         self._stop = threading.Event()
+        self.interrupted = False
 
-    def request_stop(self, *_args) -> None:
+    def request_stop(self, signum: int | None = None, _frame=None) -> None:
+        # Ctrl-C: a clean stop all the same, but the exit code says it was interrupted (as every serd command).
+        self.interrupted = self.interrupted or signum == signal.SIGINT
         self._stop.set()
 
     def handle(self, frames: list[bytes]) -> None:
@@ -85,7 +90,7 @@ class Recorder:
                 f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}")
 
     def run(self) -> int:
-        """Until SIGTERM/SIGINT (0) or a database that cannot be written (1)."""
+        """Until SIGTERM (0), SIGINT (130) or a database that cannot be written (1)."""
         import zmq
 
         from serd.listen import connect
@@ -121,4 +126,6 @@ class Recorder:
             self.notifier.stopping()
             self.writer.stop()
             _LOGGER.info("stopped: %s", self.summary())
-        return 1 if self.writer.error is not None else 0
+        if self.writer.error is not None:
+            return 1
+        return EX_INTERRUPTED if self.interrupted else 0

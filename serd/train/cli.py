@@ -12,23 +12,37 @@ from pathlib import Path
 
 import numpy as np
 
+from serd.subcommand import add_command
+
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_DATA = "ravdess=../shared/data/ravdess"
 
 
 def add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train, export and score models (needs the train extra)")
+    p = add_command(
+        subparsers, "train", "train, export and score models on one or more corpora (needs the train extra)",
+        "Train the CNN on labelled corpora (RAVDESS, nEMO, your own CSV) with speaker-disjoint folds or "
+        "leave-one-corpus-out, export each model to int8 TFLite and score it through serd's runtime, per corpus. "
+        "Needs pip install '.[train]'.",
+        ("serd train --data ravdess=../shared/data/ravdess --data nemo=../shared/data/nemo --steps 3000 --out runs/cv",
+         "serd train --data ravdess=../shared/data/ravdess --data nemo=../shared/data/nemo --protocol loco --out runs/loco",
+         "serd train --data ravdess=../shared/data/ravdess --data csv:school=labels.csv --protocol final --name mine --out runs/final",
+         "serd train --actors 1,2,3 --folds 3 --only-folds 1 --epochs 2 --out runs/smoke"),
+    )
     p.add_argument("--data", action="append", default=None, metavar="KIND=PATH",
-                   help="a corpus: ravdess=DIR, nemo=DIR, csv=FILE (path, speaker, emotion) or csv:NAME=FILE; "
+                   help="a corpus: ravdess=DIR, nemo=DIR, csv=FILE (columns path, speaker, emotion) or csv:NAME=FILE; "
                         f"repeat for several (default: {DEFAULT_DATA})")
     p.add_argument("--protocol", choices=("cv", "seed", "final", "loco"), default="cv",
                    help="cv: speaker-disjoint folds over all corpora; seed: the study's 180-clip RAVDESS split; "
                         "final: everyone but a few calibration speakers; loco: leave one corpus out, each in turn")
-    p.add_argument("--network", choices=("serd_cnn", "study"), default="serd_cnn")
-    p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6")
-    p.add_argument("--folds", type=int, default=6, help="number of actor-disjoint folds (default: %(default)s)")
+    p.add_argument("--network", choices=("serd_cnn", "study"), default="serd_cnn",
+                   help="serd_cnn: the shipped network; study: the original study's (default: %(default)s)")
+    p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6",
+                   help="emotion6: calm->neutral, surprised->happy; emotion8: all eight; seed12: emotion x gender "
+                        "(default: %(default)s)")
+    p.add_argument("--folds", type=int, default=6, help="number of speaker-disjoint folds (default: %(default)s)")
     p.add_argument("--only-folds", default="", help="comma-separated fold numbers to run (default: all)")
-    p.add_argument("--actors", default="", help="comma-separated actors to use (default: all)")
+    p.add_argument("--actors", default="", help="comma-separated RAVDESS actors to use (default: all)")
     p.add_argument("--val-actors", default="11,12", help="RAVDESS calibration actors for --protocol final (default: %(default)s)")
     p.add_argument("--val-per-corpus", type=int, default=1,
                    help="validation speakers per non-RAVDESS corpus in cv/final, and per training corpus in loco x2 (default: %(default)s)")
@@ -43,13 +57,21 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
     p.add_argument("--no-export", action="store_true", help="skip TFLite export (Keras float scores only)")
     p.add_argument("--name", default=None, help="model file stem for --protocol final/seed (default: <split>-<network>-<labels>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: weights, augmentation, and the split of --protocol seed (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default: %(default)s)")
     p.set_defaults(func=run_train)
 
 
 def add_evaluate_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a .tflite model on labelled corpora via serd's runtime")
+    p = add_command(
+        subparsers, "evaluate", "score a .tflite model on labelled corpora via serd's runtime",
+        "Classify every clip of the given corpora through the same code as `serd analyze`, and print accuracy, "
+        "UAR, calibration error and the confusion matrix, then per corpus its UAR, 4-class UAR and arousal UAR.",
+        ("serd evaluate models/serd-emotion6-int8.tflite ../shared/data/ravdess",
+         "serd evaluate models/serd-emotion6-int8.tflite nemo=../shared/data/nemo --conditions",
+         "serd evaluate runs/final/serd-emotion6-int8.tflite csv=labels.csv --json"),
+    )
     p.add_argument("model", type=Path, help="path to a .tflite with its .json sidecar")
     p.add_argument("data", nargs="*", metavar="KIND=PATH",
                    help=f"corpora as for train --data (ravdess=DIR, nemo=DIR, csv=FILE; a bare DIR is RAVDESS; default {DEFAULT_DATA})")

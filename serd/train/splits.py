@@ -90,7 +90,8 @@ def corpus_holdout(clips: list[ClipInfo], test_corpus: str, val_per_corpus: int 
     for name in corpora:
         if name != test_corpus:
             speakers = sorted({c.speaker for c in clips if c.corpus == name})
-            val_keys += [f"{name}/{s}" for s in speakers[-val_per_corpus:] if len(speakers) > val_per_corpus]
+            if 0 < val_per_corpus < len(speakers):
+                val_keys += [f"{name}/{s}" for s in speakers[-val_per_corpus:]]
     return _by_key(clips, f"to-{test_corpus}", test_keys, val_keys)
 
 
@@ -100,7 +101,7 @@ def holdout_speakers(clips: list[ClipInfo], val_per_corpus: int = 1, ravdess_val
     for name in dict.fromkeys(c.corpus for c in clips):
         if name == "ravdess":
             val_keys += [f"ravdess/{a:02d}" for a in ravdess_val_actors]
-        else:
+        elif val_per_corpus > 0:
             val_keys += sorted({c.key for c in clips if c.corpus == name})[-val_per_corpus:]
     return _by_key(clips, "final", [], val_keys)
 

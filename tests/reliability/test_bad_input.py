@@ -78,7 +78,7 @@ def test_analyze_human_output_has_one_line_per_bad_file(tiny_model_int8, bad_dir
     assert done.returncode == 1
     failed = [name for name in names if "error" in analyzed[name]]
     errors = serd_lines(done.stderr)
-    assert errors == [f"{name}: error: {analyzed[name]['error']}" for name in failed], done.stderr
+    assert errors == [f"serd: {analyzed[name]['error']}" for name in failed], done.stderr
     for name in names:
         if name not in failed:
             assert re.search(rf"^{re.escape(name)}: ", done.stdout, re.MULTILINE), f"no result line for {name}"
@@ -98,8 +98,12 @@ def test_file_source_agrees_with_analyze(case, analyzed, tiny_model_int8, bad_di
     reference = analyzed[case.name]
     if "error" in reference:
         assert done.returncode == 1, f"exit {done.returncode}\n{done.stderr}"
-        errors = [line for line in serd_lines(done.stderr) if line.startswith("ERROR")]
-        assert len(errors) == 1 and reference["error"] in errors[0], done.stderr
+        lines = serd_lines(done.stderr)
+        if lines[0].startswith("serd: "):  # refused before it starts (bad header): that one line only
+            assert lines == [f"serd: {reference['error']}"], done.stderr
+        else:  # failed part-way through decoding: the daemon's log says so
+            errors = [line for line in lines if line.startswith("ERROR")]
+            assert len(errors) == 1 and reference["error"] in errors[0], done.stderr
     else:
         assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr}"
         windows = [int(n) for n in STOPPED.findall(done.stderr)]
