@@ -38,6 +38,12 @@ FALLBACK_REQUIREMENTS=(
     "numpy<2"
 )
 
+# serd[postgres]: history in a PostgreSQL server (serd record --db postgresql://...).
+# psycopg's C speed-ups and libpq come in psycopg-binary's manylinux_2_28 wheel.
+POSTGRES_REQUIREMENTS=(
+    "psycopg[binary]>=3.1"
+)
+
 usage() {
     sed -n '2,13s/^# \{0,1\}//p' "$0"
 }
@@ -134,11 +140,13 @@ done
 for requirement in "${FALLBACK_REQUIREMENTS[@]}"; do
     check fallback "$requirement"
 done
+check postgres "psycopg-binary>=3.1"
 # A transitive dependency without a wheel (cffi, ml_dtypes, protobuf, ...) would
 # be compiled just the same, so resolve each set as pip on the Pi would.
 echo "== with their dependencies, resolved together"
 check_tree runtime "${RUNTIME_REQUIREMENTS[@]}"
 check_tree fallback "${FALLBACK_REQUIREMENTS[@]}"
+check_tree postgres "${POSTGRES_REQUIREMENTS[@]}"
 
 if [[ $failures -gt 0 ]]; then
     echo "check-pi-wheels: $failures requirement(s) without a wheel for $ARCH / CPython $PY_VERSION" >&2

@@ -18,6 +18,8 @@ from serd.config import EX_INTERRUPTED
 
 def build_parser() -> argparse.ArgumentParser:
     from serd import commands, listen, run
+    from serd.record import cli as record_cli
+    from serd.record import history as history_cli
     from serd.train.cli import add_evaluate_parser, add_train_parser
 
     parser = argparse.ArgumentParser(prog="serd", description="speech emotion recognition for small devices")
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     listen.add_parser(sub)
     commands.add_parsers(sub)
+    record_cli.add_parser(sub)
+    history_cli.add_parser(sub)
     add_train_parser(sub)
     add_evaluate_parser(sub)
     try:

@@ -101,6 +101,30 @@ class PublisherSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    """`serd record`: what to subscribe to, where to store it and for how long."""
+
+    connect: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
+    """Publishers to record (ZeroMQ endpoints; one recorder can take many rooms)."""
+    db: str | None = None
+    """History database: sqlite:///PATH or postgresql://USER@HOST/DB; null = history.sqlite3 in the state directory."""
+    keep_days: float = 14.0
+    """Days raw windows and status messages are kept."""
+    keep_aggregate_days: float = 365.0
+    """Days the per-minute aggregates (and gaps, sessions) are kept."""
+    flush_s: float = 1.0
+    """Seconds between transactions (a kill -9 loses at most this much)."""
+    batch_rows: int = 1000
+    """Rows per transaction at most (a burst is written in several)."""
+    queue_rows: int = 100000
+    """Rows queued for a slow or locked database before new ones are dropped (and counted as gaps)."""
+    server_key: str | None = None
+    """CURVE: the publishers' public key file."""
+    client_key: str | None = None
+    """CURVE: this recorder's secret key file."""
+
+
+@dataclass(frozen=True)
 class Settings:
     device_id: str = "serd"
     """Name of this daemon in topics and messages (letters, digits, `_.:-`)."""
@@ -109,6 +133,7 @@ class Settings:
     source: SourceSettings = field(default_factory=SourceSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -142,6 +167,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
+    if origin is tuple:  # tuple[X, ...]: a YAML list
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {_shown(value)}")
+        return tuple(_coerce(item, typing.get_args(tp)[0], f"{path}[{i}]") for i, item in enumerate(value))
     if tp is type(None):
         if value is None:
             return None
@@ -251,8 +280,27 @@ def validate(s: Settings) -> Settings:
             f"publisher.bind: {p.bind} is reachable from the network; turn on publisher.curve "
             "or set publisher.allow_insecure: true to publish unencrypted"
         )
+    validate_record(s.record)
     _check(s.log_level in ("debug", "info", "warning", "error"), "log_level", "debug, info, warning or error", s.log_level)
     return s
+
+
+def validate_record(r: RecordSettings) -> None:
+    _check(len(r.connect) > 0, "record.connect", "a list of one or more endpoints", list(r.connect))
+    for i, endpoint in enumerate(r.connect):
+        _check(endpoint.startswith(("tcp://", "ipc://")) and len(endpoint) > len("tcp://"), f"record.connect[{i}]",
+               "a tcp:// or ipc:// endpoint", endpoint)
+    _check(r.db is None or bool(r.db.strip()), "record.db", "sqlite:///PATH, postgresql://... or null", r.db)
+    _check(0 < r.keep_days <= 3650, "record.keep_days", "a number of days in (0, 3650]", r.keep_days)
+    # Summaries outlive raw windows: `serd history --csv` takes its probability columns from them.
+    _check(r.keep_days <= r.keep_aggregate_days <= 36500, "record.keep_aggregate_days",
+           "a number of days from record.keep_days to 36500", r.keep_aggregate_days)
+    _check(0.05 <= r.flush_s <= 60, "record.flush_s", "0.05..60 seconds", r.flush_s)
+    _check(1 <= r.batch_rows <= 100_000, "record.batch_rows", "1..100000", r.batch_rows)
+    _check(r.batch_rows <= r.queue_rows <= 10_000_000, "record.queue_rows", "record.batch_rows..10000000",
+           r.queue_rows)
+    _check((r.server_key is None) == (r.client_key is None), "record.client_key",
+           "both record.server_key and record.client_key (CURVE), or neither", r.client_key)
 
 
 def from_dict(data: dict | None) -> Settings:

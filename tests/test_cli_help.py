@@ -11,7 +11,8 @@ import pytest
 from helpers_daemon import serd_env
 from serd.cli import build_parser
 
-EXPECTED_COMMANDS = {"run", "listen", "analyze", "devices", "keys", "train", "evaluate", "dashboard"}
+EXPECTED_COMMANDS = {"run", "listen", "analyze", "devices", "keys", "train", "evaluate", "dashboard", "record",
+                     "history"}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

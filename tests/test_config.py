@@ -31,7 +31,7 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
         if isinstance(value, dict):
             out.update(flatten(value, path))
         else:
-            out[path] = value
+            out[path] = list(value) if isinstance(value, tuple) else value  # a YAML list is a tuple in Settings
     return out
 
 
@@ -353,3 +353,23 @@ def test_sidecar_that_does_not_describe_the_model_is_refused(model_copy, workdir
     sidecar_path.write_text(json.dumps(sidecar))
     line = model_refused(model_copy, workdir)
     assert expected in line, line
+
+
+@pytest.mark.parametrize("record, path", [
+    ({"connect": []}, "record.connect"),
+    ({"connect": ["udp://x"]}, "record.connect[0]"),
+    ({"connect": [5]}, "record.connect[0]"),
+    ({"keep_days": 0}, "record.keep_days"),
+    ({"keep_days": 30, "keep_aggregate_days": 20}, "record.keep_aggregate_days"),
+    ({"flush_s": 0}, "record.flush_s"),
+    ({"batch_rows": 10, "queue_rows": 5}, "record.queue_rows"),
+    ({"client_key": "k"}, "record.client_key"),
+])
+def test_record_section_is_validated(record, path):
+    with pytest.raises(config.ConfigError, match=re.escape(path)):
+        config.from_dict({"record": record})
+
+
+def test_record_section_takes_a_list_of_endpoints():
+    s = config.from_dict({"record": {"connect": ["tcp://127.0.0.1:5556", "ipc:///run/serd/room2"], "keep_days": 3}})
+    assert s.record.connect == ("tcp://127.0.0.1:5556", "ipc:///run/serd/room2") and s.record.keep_days == 3.0

@@ -58,6 +58,8 @@ def add_parser(subparsers) -> None:
                    help="seconds of timeline kept per device (default %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / MB, metavar="MB",
                    help="largest recording accepted by the upload panel (default %(default)s)")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="history database written by serd record (sqlite:///PATH or postgresql://...): adds the history view")
     p.set_defaults(func=dashboard_command)
 
 
@@ -98,6 +100,7 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
         stale_after_s=args.stale_after,
         history_s=args.history,
         max_upload_bytes=int(args.max_upload_mb * MB),
+        db=args.db,
     )
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from serd import __version__
+from serd.dashboard.history import PREFIX as HISTORY_PREFIX
+from serd.dashboard.history import History
 from serd.dashboard.settings import (  # noqa: F401  (re-exported for the CLI and tests)
     MAX_UPLOAD_BYTES,
     MB,
@@ -68,6 +70,9 @@ STATIC_FILES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/history.html": ("history.html", "text/html; charset=utf-8"),
+    "/history.js": ("history.js", "text/javascript; charset=utf-8"),
+    "/history.css": ("history.css", "text/css; charset=utf-8"),
 }
 """The only files served: a fixed list, so no path from a request ever reaches the file system."""
 
@@ -281,6 +286,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send_bytes(HTTPStatus.OK, self.dashboard.static(name), content_type)
         elif url.path == "/api/state":
             self._send_json(HTTPStatus.OK, self.dashboard.state.snapshot())
+        elif url.path.startswith(HISTORY_PREFIX) and self.dashboard.history is not None:
+            self._send_json(*self.dashboard.history.answer(url.path, url.query))
         elif url.path == "/events":
             self._serve_events()
         elif url.path == "/favicon.ico":
@@ -450,6 +457,7 @@ class Dashboard:
         if not settings.max_upload_bytes > 0:
             raise DashboardError(f"the upload limit must be > 0 bytes, got {settings.max_upload_bytes}")
         self.settings = settings
+        self.history = History(settings.db) if settings.db else None
         self.analyzer = Analyzer(settings)
         try:
             self.state = DashboardState(settings.stale_after_s, settings.history_s, info=self._info())
@@ -470,6 +478,7 @@ class Dashboard:
             "max_upload_bytes": self.settings.max_upload_bytes,
             "upload_types": list(UPLOAD_EXTENSIONS),
             "max_upload_duration_s": MAX_UPLOAD_DURATION_S,
+            "history": self.history is not None,
         }
 
     def static(self, name: str) -> bytes:
@@ -490,6 +499,8 @@ class Dashboard:
                 self.static(name)
             except OSError as exc:
                 raise DashboardError(f"page asset missing: {exc}") from None
+        if self.history is not None:
+            self.history.check()
         server_class = _Server6 if ":" in self.settings.host else _Server
         try:
             self._httpd = server_class((self.settings.host.strip("[]"), self.settings.port), Handler)
@@ -517,3 +528,5 @@ class Dashboard:
                 self._http_thread.join(5.0)
             self._httpd.server_close()
         self.reader.stop()
+        if self.history is not None:
+            self.history.close()

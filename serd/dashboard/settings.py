@@ -43,6 +43,8 @@ class DashboardSettings:
     """Upload analysis: voice detector after the level gate (as `serd analyze`)."""
     vad_threshold: float = DEFAULT_THRESHOLD
     extra_headers: dict[str, str] = field(default_factory=dict)
+    db: str | None = None
+    """History database written by `serd record` (sqlite:///PATH or postgresql://...); None: live view only."""
 
 
 def is_loopback_host(host: str) -> bool:

@@ -453,6 +453,7 @@
 
   function showInfo() {
     document.getElementById("version").textContent = view.info.version ? "v" + view.info.version : "";
+    document.getElementById("history-link").hidden = !view.info.history;
     const hint = document.getElementById("upload-hint");
     if (view.info.model && view.info.model_available === false) {
       hint.textContent = "The upload panel needs the model “" + view.info.model + "”, which was not found. " +

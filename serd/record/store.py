@@ -1,0 +1,331 @@
+"""One small interface over the two databases: SQLite (a file, stdlib `sqlite3`, WAL) and
+PostgreSQL (psycopg 3, the optional extra `serd[postgres]`).
+
+Everything above this module writes SQL once, with `?` placeholders, in the subset both
+dialects share (ON CONFLICT upserts, integer division, BIGINT/DOUBLE PRECISION/BOOLEAN).
+A `Store` turns driver errors into `StoreError`, which says whether waiting can help
+(a locked file, a lost server connection) or not (a full disk, a read-only file).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from serd.record.schema import MIGRATIONS, SCHEMA_VERSION
+
+_LOGGER = logging.getLogger(__name__)
+
+DB_FILE_NAME = "history.sqlite3"
+SQLITE_BUSY_TIMEOUT_S = 5.0
+"""A writer waits this long for another writer (e.g. `serd history --delete`) before giving up on a batch."""
+PG_CONNECT_TIMEOUT_S = 10
+STREAM_ROWS = 2000
+"""Rows fetched at a time by `Store.stream`."""
+PG_MIGRATION_LOCK = 0x5E7D
+"""Advisory lock id: two recorders starting at once must not both migrate."""
+
+
+class StoreError(RuntimeError):
+    """A database failure, in one line. `transient`: retrying later may succeed."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory= (it sets $STATE_DIRECTORY), else the XDG state directory."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "serd"
+
+
+def default_url() -> str:
+    return f"sqlite://{default_state_dir() / DB_FILE_NAME}"
+
+
+def describe_url(url: str) -> str:
+    """The URL without a password, for logs and errors."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite://PATH` URL (`sqlite:///abs/path`) or a bare path; None for other schemes."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if not path:
+            raise StoreError("sqlite:// needs a file path, e.g. sqlite:///var/lib/serd/history.sqlite3")
+        return Path(path)
+    if "://" in url:
+        return None
+    return Path(url)
+
+
+class Store(abc.ABC):
+    """A connection to one history database. Not thread-safe: one thread at a time uses it."""
+
+    dialect: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # -- the parts each dialect provides -----------------------------------------------------
+    @abc.abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns a cursor."""
+
+    @abc.abstractmethod
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for every row."""
+
+    @abc.abstractmethod
+    def _begin(self) -> AbstractContextManager[None]:
+        """A context that commits on success and rolls back on an exception."""
+
+    @abc.abstractmethod
+    def _has_table(self, name: str) -> bool:
+        """Whether the table exists."""
+
+    @abc.abstractmethod
+    def _is_driver_error(self, exc: Exception) -> bool:
+        """Whether the exception comes from the database driver."""
+
+    @abc.abstractmethod
+    def _error(self, exc: Exception) -> StoreError:
+        """The driver's exception as one line, transient or not."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    # -- shared -------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction: everything in it is committed together or not at all."""
+        try:
+            with self._begin():
+                yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._error(exc) from exc
+            raise
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._guard(self._execute, sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._guard(self._executemany, sql, rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._guard(lambda s, p: self._execute(s, p).fetchall(), sql, params)
+
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
+        """Rows a batch at a time, so that a long export never holds the whole range in memory."""
+        try:
+            yield from self._stream(sql, params)
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._error(exc) from exc
+            raise
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]:
+        cursor = self._execute(sql, params)
+        while rows := cursor.fetchmany(STREAM_ROWS):
+            yield from rows
+
+    def _guard(self, fn, sql, params):
+        try:
+            return fn(sql, params)
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._error(exc) from exc
+            raise
+
+    def schema_version(self) -> int:
+        if not self._has_table("meta"):
+            return 0
+        rows = self.query("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(rows[0][0]) if rows else 0
+
+    def migrate(self) -> int:
+        """Bring the schema up to this serd's version; returns the version found before."""
+        with self.transaction():
+            self._lock_for_migration()
+            found = self.schema_version()
+            if found > SCHEMA_VERSION:
+                raise StoreError(f"{describe_url(self.url)}: schema version {found} is newer than this serd "
+                                 f"understands ({SCHEMA_VERSION}); upgrade serd")
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    self.execute(statement)
+                self.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(version),))
+        if found < SCHEMA_VERSION:
+            _LOGGER.info("history schema: version %d -> %d", found, SCHEMA_VERSION)
+        return found
+
+    def _lock_for_migration(self) -> None:
+        pass
+
+    def check_schema(self) -> None:
+        """For readers: the database exists and this serd understands it (without changing it)."""
+        found = self.schema_version()
+        if found == 0:
+            raise StoreError(f"{describe_url(self.url)}: no serd history here (run `serd record` first)")
+        if found != SCHEMA_VERSION:
+            raise StoreError(f"{describe_url(self.url)}: history schema version {found}, this serd reads "
+                             f"{SCHEMA_VERSION}; run `serd record` once to upgrade it" if found < SCHEMA_VERSION
+                             else f"{describe_url(self.url)}: schema version {found} is newer than this serd")
+
+
+class SqliteStore(Store):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, path: Path, create: bool) -> None:
+        super().__init__(url)
+        self.path = path
+        if create:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{path.parent}: cannot create the directory ({exc.strerror or exc})") from None
+        elif not path.exists():
+            raise StoreError(f"{path}: no such history database (run `serd record` first, or give --db)")
+        mode = "rwc" if create else "rw"
+        try:
+            # isolation_level=None: transactions are ours (BEGIN ... COMMIT), not the driver's guesses.
+            self.conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+                                        isolation_level=None, check_same_thread=False)
+            # WAL: readers (serd history, the dashboard) never block the recorder, and a kill -9
+            # loses at most the transaction being written. synchronous=NORMAL is safe in WAL
+            # against a crashed process; only a power cut can lose the last committed batches.
+            mode_set = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode_set.lower() != "wal":
+                _LOGGER.warning("%s: journal mode is %s, not WAL", path, mode_set)
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _execute(self, sql, params=()):
+        return self.conn.execute(sql, params)
+
+    def _executemany(self, sql, rows):
+        self.conn.executemany(sql, rows)
+
+    @contextmanager
+    def _begin(self):
+        self.conn.execute("BEGIN IMMEDIATE")  # take the write lock now, not half-way through
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:  # also after a failed COMMIT: the next batch starts clean
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def _has_table(self, name):
+        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def _is_driver_error(self, exc):
+        return isinstance(exc, sqlite3.Error)
+
+    def _error(self, exc: Exception) -> StoreError:
+        text = str(exc)
+        transient = "locked" in text or "busy" in text
+        if "readonly" in text or "read-only" in text:
+            text = "the database is read-only (check the file's and directory's permissions)"
+        elif "disk is full" in text or "disk I/O error" in text:
+            text = f"{text}: free some space, or lower --keep-days"
+        elif "unable to open" in text:
+            text = "cannot open the database file (does the directory exist and is it writable?)"
+        return StoreError(f"{self.path}: {text}", transient=transient)
+
+    def close(self):
+        self.conn.close()
+
+
+class PostgresStore(Store):
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("PostgreSQL needs psycopg 3: pip install 'serd[postgres]'") from None
+        self._psycopg = psycopg
+        self.conn = self._connect()
+
+    def _connect(self):
+        try:
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"{describe_url(self.url)}: cannot connect ({one_line(exc)})", transient=True) from None
+
+    def _execute(self, sql, params=()):
+        return self.conn.execute(sql.replace("?", "%s"), tuple(params))
+
+    def _executemany(self, sql, rows):
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), list(rows))
+
+    @contextmanager
+    def _begin(self):
+        if self.conn.closed or self.conn.broken:  # the server restarted or dropped us: a retry reconnects
+            self.conn = self._connect()
+        with self.conn.transaction():
+            yield
+
+    def _has_table(self, name):
+        return self.query("SELECT to_regclass(?)", (name,))[0][0] is not None
+
+    def _stream(self, sql, params):
+        # A server-side cursor (it needs a transaction): psycopg's default cursor fetches every row at once.
+        with self.conn.transaction(), self.conn.cursor(name="serd_stream") as cursor:
+            cursor.execute(sql.replace("?", "%s"), tuple(params))
+            while rows := cursor.fetchmany(STREAM_ROWS):
+                yield from rows
+
+    def _lock_for_migration(self):
+        self.execute("SELECT pg_advisory_xact_lock(?)", (PG_MIGRATION_LOCK,))
+
+    def _is_driver_error(self, exc):
+        return isinstance(exc, self._psycopg.Error)
+
+    def _error(self, exc: Exception) -> StoreError:
+        errors = self._psycopg.errors
+        transient = isinstance(exc, (self._psycopg.OperationalError, errors.SerializationFailure,
+                                     errors.DeadlockDetected, errors.LockNotAvailable)) and not isinstance(
+            exc, (errors.DiskFull, errors.InsufficientPrivilege, errors.ReadOnlySqlTransaction))
+        return StoreError(f"{describe_url(self.url)}: {one_line(exc)}", transient=transient)
+
+    def close(self):
+        self.conn.close()
+
+
+def one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def open_store(url: str, create: bool = False) -> Store:
+    """The store behind a `--db` URL; `create`: make the file/schema if missing (the recorder)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    path = sqlite_path(url)
+    if path is None:
+        raise StoreError(f"{url.split('://', 1)[0]}://: unknown database (expected sqlite:///PATH or postgresql://...)")
+    return SqliteStore(url, path, create)

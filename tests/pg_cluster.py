@@ -1,0 +1,79 @@
+"""A throwaway PostgreSQL cluster for tests: initdb + pg_ctl on a temporary directory and a free
+loopback port, trust authentication, stopped and removed afterwards.
+
+Uses Debian's server binaries (/usr/lib/postgresql/*/bin; CI: apt-get install postgresql).
+PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user
+(via runuser) in a directory that user owns.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+START_TIMEOUT_S = 60
+
+
+def server_bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def throwaway_cluster() -> Iterator[str]:
+    """Yields a postgresql:// URL of a fresh database on a cluster that exists only inside the block."""
+    bindir = server_bin_dir()
+    if bindir is None:
+        raise FileNotFoundError("PostgreSQL server binaries not found (apt-get install postgresql)")
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="serd-pg-"))
+    data = base / "data"
+    prefix: list[str] = []
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    if as_root:
+        user = "postgres"
+        pw = pwd.getpwnam(user)
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", user, "--"]
+    port = _free_port()
+    log = base / "server.log"
+    try:
+        subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=START_TIMEOUT_S)
+        # Loopback TCP only; the Unix socket in our own directory (not /var/run/postgresql).
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off"
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
+                        "-t", str(START_TIMEOUT_S), "start"], check=True, capture_output=True,
+                       timeout=START_TIMEOUT_S + 10)
+        try:
+            subprocess.run([*prefix, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user,
+                            "serd"], check=True, capture_output=True, timeout=START_TIMEOUT_S)
+            yield f"postgresql://{user}@127.0.0.1:{port}/serd"
+        finally:
+            subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=START_TIMEOUT_S)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def reset_database(url: str) -> None:
+    """Drop every serd table, so each test starts from an empty database on the shared cluster."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")

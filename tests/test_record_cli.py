@@ -1,0 +1,341 @@
+"""`serd record` and `serd history` as users run them: real subprocesses, a real ZeroMQ publisher,
+a real SQLite file or PostgreSQL server; a kill -9 mid-stream, a reopen after the crash, a full
+disk and a read-only directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_env, serd_lines
+from helpers_record import LABELS, TestPublisher, db_url, emotion, pg_server_url, status  # noqa: F401 (fixtures)
+from serd.record.store import open_store
+
+WAIT_S = 60.0
+
+
+def stored_seqs(url: str, device: str) -> list[int]:
+    store = open_store(url)
+    try:
+        return [r[0] for r in store.query("SELECT seq FROM windows WHERE device = ? ORDER BY seq", (device,))]
+    finally:
+        store.close()
+
+
+def wait_for_rows(url: str, device: str, n: int, recorder: DaemonProcess, timeout_s: float = WAIT_S) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            seqs = stored_seqs(url, device)
+        except Exception:  # not created yet
+            seqs = []
+        if len(seqs) >= n:
+            return seqs
+        assert recorder.poll() is None, f"serd record exited early:\n{recorder.stderr_text()}"
+        assert time.monotonic() < deadline, f"only {len(seqs)} of {n} rows after {timeout_s} s:\n{recorder.stderr_text()}"
+        time.sleep(0.1)
+
+
+def start_recorder(workdir: Path, url: str, endpoint: str, *extra: str, env: dict | None = None) -> DaemonProcess:
+    return DaemonProcess(["record", "--connect", endpoint, "--db", url, *extra], cwd=workdir, env=env)
+
+
+def test_record_then_history_csv_holds_every_window_published(workdir, db_url):  # noqa: F811
+    endpoint = f"ipc://{workdir}/pub"
+    pub = TestPublisher(endpoint)
+    recorder = start_recorder(workdir, db_url, endpoint)
+    try:
+        pub.wait_subscribed()
+        now = time.time() - 60
+        pub.send(status("room-a", 0, now, "starting"))
+        sent = [emotion("room-a", i, now + i * 0.5, speech=i % 5 != 0, arousal=None if i % 5 == 0 else 0.4,
+                        smoothed_arousal=None if i % 5 == 0 else 0.3) for i in range(100)]
+        for m in sent:
+            pub.send(m)
+        pub.send_raw([b"serd.emotion.x", b"{not json"])  # counted, never a crash
+        wait_for_rows(db_url, "room-a", 100, recorder)
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait() == 0, recorder.stderr_text()
+    finally:
+        recorder.kill()
+        pub.close()
+    stderr = recorder.stderr_text()
+    assert_no_traceback(stderr)
+    assert "malformed 1" in stderr
+    done = run_serd(["history", "room-a", "--db", db_url, "--since", "2h", "--csv"], cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [int(r["seq"]) for r in rows] == list(range(100))
+    header = done.stdout.splitlines()[0].split(",")
+    for column in ("device", "seq", "time", "captured_at", "start_s", "end_s", "speech", "level_dbfs", "label",
+                   "confidence", "model", "arousal", "smoothed_arousal",
+                   *(f"probs_{label}" for label in LABELS), *(f"smoothed_{label}" for label in LABELS)):
+        assert column in header, column
+    for m, row in zip(sent, rows):
+        assert float(row["time"]) == pytest.approx(m.time)
+        assert row["label"] == (m.label or "")
+        if m.speech:
+            assert float(row["probs_sad"]) == pytest.approx(m.probs["sad"])
+            assert float(row["arousal"]) == pytest.approx(0.4)
+        else:
+            assert row["probs_sad"] == "" and row["arousal"] == ""
+    done = run_serd(["history", "--db", db_url, "--since", "2h", "--every", "1m", "--json"], cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    minutes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sum(m["windows"] for m in minutes) == 100
+    assert {m["device"] for m in minutes} == {"room-a"}
+
+
+def test_kill_9_loses_at_most_the_open_batch_and_the_file_reopens(workdir, db_url):  # noqa: F811
+    endpoint = f"ipc://{workdir}/pub"
+    pub = TestPublisher(endpoint)
+    recorder = start_recorder(workdir, db_url, endpoint)
+    start = time.time()
+    try:
+        pub.wait_subscribed()
+        for i in range(400):
+            pub.send(emotion("crash", i, start + i * 0.5))
+        wait_for_rows(db_url, "crash", 100, recorder)
+        for i in range(400, 600):  # more in flight while it dies
+            pub.send(emotion("crash", i, start + i * 0.5))
+        recorder.process.kill()  # SIGKILL: no flush, no clean close
+        recorder.wait()
+    finally:
+        recorder.kill()
+    if db_url.startswith("sqlite://"):
+        path = db_url[len("sqlite://"):]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    seqs = stored_seqs(db_url, "crash")
+    # Whole transactions or nothing: what is there is every window up to some point.
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 100
+    # A new recorder opens the same database and carries on in the same session.
+    recorder = start_recorder(workdir, db_url, endpoint)
+    try:
+        pub.wait_subscribed()
+        for i in range(700, 720):
+            pub.send(emotion("crash", i, start + i * 0.5))
+        wait_for_rows(db_url, "crash", len(seqs) + 20, recorder)
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait() == 0, recorder.stderr_text()
+    finally:
+        recorder.kill()
+        pub.close()
+    store = open_store(db_url)
+    try:
+        assert store.query("SELECT COUNT(DISTINCT session) FROM windows WHERE device = 'crash'")[0][0] == 1
+        gaps = store.query("SELECT after_seq, missing FROM gaps WHERE device = 'crash'")
+        assert [tuple(g) for g in gaps] == [(len(seqs) - 1, 700 - len(seqs))]
+    finally:
+        store.close()
+
+
+def test_default_database_is_in_the_state_directory(workdir):
+    endpoint = f"ipc://{workdir}/pub"
+    state = workdir / "state"
+    pub = TestPublisher(endpoint)
+    recorder = DaemonProcess(["record", "--connect", endpoint], cwd=workdir, env=serd_env(STATE_DIRECTORY=str(state)))
+    try:
+        pub.wait_subscribed()
+        pub.send(emotion("st", 0, time.time()))
+        wait_for_rows(f"sqlite://{state / 'history.sqlite3'}", "st", 1, recorder)
+        recorder.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit 130 as every serd command
+        assert recorder.wait() == 130
+    finally:
+        recorder.kill()
+        pub.close()
+    done = run_serd(["history", "st"], cwd=workdir, env=serd_env(STATE_DIRECTORY=str(state)))
+    assert done.returncode == 0 and "st " in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("text, path", [
+    ("record:\n  keep_days: -1\n", "record.keep_days"),
+    ("record:\n  connect: tcp://127.0.0.1:5556\n", "record.connect"),
+    ("record:\n  server_key: k\n", "record.client_key"),
+])
+def test_config_errors_are_one_line_exit_78(workdir, text, path):
+    (workdir / "c.yaml").write_text(text)
+    done = run_serd(["record", "--config", "c.yaml", "--db", f"sqlite://{workdir}/h.db"], cwd=workdir)
+    assert done.returncode == 78
+    lines = serd_lines(done.stderr)
+    assert len(lines) == 1 and path in lines[0], done.stderr
+
+
+def test_history_without_a_database_says_so(workdir):
+    done = run_serd(["history", "--db", f"sqlite://{workdir}/none.sqlite3"], cwd=workdir)
+    assert done.returncode == 1
+    assert serd_lines(done.stderr) == [f"serd: {workdir}/none.sqlite3: no such history database (run `serd record` "
+                                       "first, or give --db)"]
+
+
+def test_history_rejects_a_bad_time_in_one_line(workdir):
+    done = run_serd(["history", "--since", "last tuesday"], cwd=workdir)
+    assert done.returncode == 2 and len(serd_lines(done.stderr)) == 1 and "expected an ISO date" in done.stderr
+
+
+def test_history_delete_removes_a_rooms_history(workdir):
+    url = f"sqlite://{workdir}/h.sqlite3"
+    store = open_store(url, create=True)
+    store.migrate()
+    from serd.record.recorder import Recorder
+    from serd.record.writer import WriterSettings
+    from serd.record.writes import write_batch
+    from serd.messages import encode
+
+    recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
+    t0 = time.time() - 3 * 86400
+    for device in ("keep", "gone"):
+        for i in range(20):
+            recorder.handle(encode(emotion(device, i, t0 + i * 3600)))
+    write_batch(store, recorder.writer._take())
+    store.close()
+    done = run_serd(["history", "--db", url, "--delete", "gone", "--before", "now"], cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    assert "20 windows" in done.stdout
+    assert stored_seqs(url, "gone") == [] and len(stored_seqs(url, "keep")) == 20
+    done = run_serd(["history", "gone", "--db", url, "--since", "7d", "--every", "1h", "--json"], cwd=workdir)
+    assert done.returncode == 0 and done.stdout == ""
+    done = run_serd(["history", "--db", url, "--delete", "keep"], cwd=workdir)
+    assert done.returncode == 2 and "--before" in done.stderr
+
+
+def _mount_tmpfs(target: Path, size: str, *options: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    target.mkdir(exist_ok=True)
+    opts = ",".join((f"size={size}", *options))
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target)], capture_output=True).returncode == 0
+
+
+def _umount(target: Path) -> None:
+    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_a_full_disk_is_one_clear_error_and_exit_1(workdir):
+    disk = workdir / "disk"
+    if not _mount_tmpfs(disk, "600k"):
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    try:
+        url = f"sqlite://{disk}/h.sqlite3"
+        endpoint = f"ipc://{workdir}/pub"
+        pub = TestPublisher(endpoint)
+        recorder = start_recorder(workdir, url, endpoint)
+        try:
+            pub.wait_subscribed()
+            t = time.time()
+            i = 0
+            deadline = time.monotonic() + WAIT_S
+            while recorder.poll() is None and time.monotonic() < deadline:
+                for _ in range(200):
+                    pub.send(emotion("full", i, t + i))
+                    i += 1
+                time.sleep(0.05)
+            assert recorder.wait(WAIT_S) == 1
+        finally:
+            recorder.kill()
+            pub.close()
+        lines = serd_lines(recorder.stderr_text())
+        assert_no_traceback(recorder.stderr_text())
+        errors = [line for line in lines if line.startswith("serd: ")]
+        assert len(errors) == 1 and "full" in errors[0], lines
+    finally:
+        _umount(disk)
+
+
+def test_a_read_only_place_is_one_clear_error_and_exit_1(workdir):
+    place = workdir / "ro"
+    if os.geteuid() == 0:
+        if not _mount_tmpfs(place, "1m", "ro"):
+            pytest.skip("cannot mount a read-only tmpfs")
+    else:
+        place.mkdir()
+        place.chmod(0o555)
+    try:
+        done = run_serd(["record", "--connect", "ipc:///nonexistent", "--db", f"sqlite://{place}/sub/h.sqlite3"],
+                        cwd=workdir)
+        assert done.returncode == 1
+        lines = serd_lines(done.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"serd: {place}/sub: cannot create the directory"), lines
+        done = run_serd(["record", "--connect", "ipc:///nonexistent", "--db", f"sqlite://{place}/h.sqlite3"],
+                        cwd=workdir)
+        assert done.returncode == 1
+        lines = serd_lines(done.stderr)
+        assert len(lines) == 1 and lines[0].startswith("serd: ") and "h.sqlite3" in lines[0], lines
+    finally:
+        if os.geteuid() == 0:
+            _umount(place)
+
+
+def test_tells_systemd_it_is_ready_and_pings_the_watchdog(workdir):
+    import socket as socketlib
+
+    notify_path = workdir / "notify"
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(WAIT_S)
+    env = serd_env(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+    recorder = start_recorder(workdir, f"sqlite://{workdir}/h.sqlite3", f"ipc://{workdir}/pub", env=env)
+    seen: set[str] = set()
+    try:
+        while not {"READY=1", "WATCHDOG=1"} <= seen:
+            seen.update(sock.recv(4096).decode().splitlines())
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait() == 0, recorder.stderr_text()
+        sock.settimeout(1.0)
+        while "STOPPING=1" not in seen:  # the process is gone: every datagram it sent is queued
+            seen.update(sock.recv(4096).decode().splitlines())
+    finally:
+        recorder.kill()
+        sock.close()
+    assert "STOPPING=1" in seen
+
+
+def test_records_a_curve_publisher_with_the_keys_serd_keys_makes(workdir):
+    """Encrypted publishers (the daemon's publisher.curve): the recorder subscribes with its key pair."""
+    import zmq
+
+    from serd.keys import make_keys
+    from serd.messages import encode
+
+    keys = make_keys(workdir / "keys")
+    server_public, server_secret = zmq.auth.load_certificate(keys["server_secret"])
+    pub = zmq.Context.instance().socket(zmq.XPUB)
+    pub.curve_server = True
+    pub.curve_secretkey = server_secret
+    pub.curve_publickey = server_public
+    endpoint = f"ipc://{workdir}/curve"
+    pub.bind(endpoint)
+    url = f"sqlite://{workdir}/h.sqlite3"
+    recorder = start_recorder(workdir, url, endpoint, "--server-key", str(keys["server_public"]),
+                              "--client-key", str(keys["client_secret"]))
+    try:
+        assert pub.poll(int(WAIT_S * 1000)), "the recorder never subscribed"
+        while pub.poll(500):
+            pub.recv()
+        t = time.time()
+        for i in range(10):
+            pub.send_multipart(encode(emotion("secret-room", i, t + i * 0.5)))
+        assert wait_for_rows(url, "secret-room", 10, recorder) == list(range(10))
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait() == 0
+    finally:
+        recorder.kill()
+        pub.close(linger=0)
+
+
+def test_a_missing_key_file_is_a_config_error(workdir):
+    done = run_serd(["record", "--db", f"sqlite://{workdir}/h.db", "--server-key", "nope.key", "--client-key",
+                     "nope.key_secret"], cwd=workdir)
+    assert done.returncode == 78
+    errors = [line for line in serd_lines(done.stderr) if line.startswith("serd:")]
+    assert len(errors) == 1 and "nope.key" in errors[0], done.stderr
+    assert_no_traceback(done.stderr)
