@@ -318,6 +318,38 @@ def test_hostile_text_renders_as_text(page, dialogs: list[str], test_publisher, 
     screenshot(page, tmp_path, "dashboard-phone")
 
 
+def test_arousal_gauge_shows_the_rooms_smoothed_arousal(page, test_publisher, tmp_path: Path):
+    """The calm <-> activated gauge: hidden for a daemon that sends no arousal, at the reading for one that does."""
+    socket, _ = test_publisher
+    probs = {"neutral": 0.05, "happy": 0.3, "sad": 0.05, "angry": 0.4, "fearful": 0.1, "disgust": 0.1}
+
+    def publish(device: str, seq: int, arousal: float | None) -> None:
+        now = time.time()
+        socket.send_multipart(encode(EmotionMessage(
+            device=device, seq=seq, time=now, captured_at=now, start_s=seq * 0.5, end_s=seq * 0.5 + 2, speech=True,
+            level_dbfs=-30.0, probs=probs, smoothed=probs, label="angry", confidence=0.4, model="m",
+            arousal=arousal, smoothed_arousal=arousal)))
+
+    for device, arousal in (("gauge-room", 0.8), ("old-daemon", None)):
+        seq, deadline = 0, time.monotonic() + WAIT_MS / 1000
+        while page.query_selector(f'{tile(device)}[data-label="angry"]') is None:
+            assert time.monotonic() < deadline, f"{device} never appeared"
+            publish(device, seq, arousal)
+            seq += 1
+            page.wait_for_timeout(200)
+    gauge = f"{tile('gauge-room')} .arousal"
+    page.wait_for_selector(f'{gauge}[data-value="0.80000"]', timeout=WAIT_MS)
+    assert page.text_content(f"{gauge} .arousal-value") == "80 % activated"
+    track = page.eval_on_selector(f"{gauge} .arousal-track", "t => t.getBoundingClientRect().toJSON()")
+    marker = page.eval_on_selector(f"{gauge} .arousal-marker", "m => m.getBoundingClientRect().toJSON()")
+    at = (marker["x"] + marker["width"] / 2 - track["x"]) / track["width"]
+    assert abs(at - 0.8) < 0.03, at  # drawn where the reading is
+    assert page.is_hidden(f"{tile('old-daemon')} .arousal")
+    page.locator(tile("gauge-room")).screenshot(path=str(tmp_path / "arousal.png"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "arousal.png", ARTIFACTS / "dashboard-arousal.png")
+
+
 def test_upload_shows_a_result(page, tmp_path: Path):
     page.set_input_files("#upload-file", str(CLIP))
     page.click("#upload-button")

@@ -74,9 +74,10 @@ class DeviceState:
 
 
 def point_of(message: EmotionMessage, received_at: float) -> dict[str, Any]:
-    """One timeline point: when, speech or not, how loud, the smoothed probabilities."""
+    """One timeline point: when, speech or not, how loud, the smoothed probabilities and arousal."""
     d = message.to_dict()
-    return {"t": round(received_at, 3), "speech": d["speech"], "level_dbfs": d["level_dbfs"], "smoothed": d["smoothed"]}
+    return {"t": round(received_at, 3), "speech": d["speech"], "level_dbfs": d["level_dbfs"], "smoothed": d["smoothed"],
+            "smoothed_arousal": d["smoothed_arousal"]}
 
 
 class Subscription:

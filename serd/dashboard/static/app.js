@@ -125,6 +125,15 @@
     const bars = el("div", "bars");
     bars.setAttribute("role", "list");
 
+    // calm <-> activated: the smoothed arousal, a marker on a track (hidden until a reading comes).
+    const arousal = el("div", "arousal");
+    arousal.hidden = true;
+    const arousalTrack = el("span", "arousal-track");
+    const arousalMarker = el("span", "arousal-marker");
+    arousalTrack.append(arousalMarker);
+    const arousalValue = el("span", "arousal-value");
+    arousal.append(el("span", "arousal-end", "calm"), arousalTrack, el("span", "arousal-end", "activated"), arousalValue);
+
     const figure = el("figure", "timeline");
     const canvas = el("canvas", "timeline-canvas");
     canvas.setAttribute("role", "img");
@@ -137,10 +146,11 @@
 
     const meta = el("p", "meta");
     const detail = el("p", "detail");
-    tile.append(head, heard, now, bars, figure, meta, detail);
+    tile.append(head, heard, now, bars, arousal, figure, meta, detail);
     return {
       root: tile, badge: badge, badgeIcon: badgeIcon, badgeText: badgeText, heard: heard,
       nowPrefix: nowPrefix, nowLabel: nowLabel, nowConfidence: nowConfidence, bars: bars, barRows: new Map(),
+      arousal: arousal, arousalMarker: arousalMarker, arousalValue: arousalValue,
       canvas: canvas, axisStart: axisStart, meta: meta, detail: detail,
     };
   }
@@ -170,6 +180,25 @@
     }
     const e = entry.summary && entry.summary.emotion;
     return e && e.smoothed ? e.smoothed : null;
+  }
+
+  function lastArousal(entry) {
+    for (let i = entry.points.length - 1; i >= 0; i--) {
+      if (typeof entry.points[i].smoothed_arousal === "number") return entry.points[i].smoothed_arousal;
+    }
+    const e = entry.summary && entry.summary.emotion;
+    return e && typeof e.smoothed_arousal === "number" ? e.smoothed_arousal : null;
+  }
+
+  function renderArousal(tile, value, dim) {
+    // Older daemons send no arousal: keep the gauge hidden rather than show a made-up middle.
+    tile.arousal.hidden = value === null;
+    if (value === null) return;
+    tile.arousal.classList.toggle("dim", dim);
+    tile.arousal.setAttribute("data-value", value.toFixed(5));
+    tile.arousalMarker.style.left = (Math.min(1, Math.max(0, value)) * 100).toFixed(1) + "%";
+    tile.arousalValue.textContent = percent(value) + " activated";
+    tile.arousal.title = "arousal: how activated the voice sounds (angry, happy, fearful) against calm (neutral, sad)";
   }
 
   function renderBars(tile, labels, probs, dim) {
@@ -229,6 +258,8 @@
     }
     tile.root.setAttribute("data-label", speechNow && e.label ? e.label : "");
     renderBars(tile, labels, probs, !speechNow);
+    renderArousal(tile, speechNow && typeof e.smoothed_arousal === "number" ? e.smoothed_arousal : lastArousal(entry),
+      !speechNow);
 
     const parts = [];
     if (e) parts.push("level " + Math.round(e.level_dbfs) + " dBFS");
