@@ -21,26 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RAVDESS_ROOT, REPO_ROOT, SAMPLE_CLIPS, subprocess_env
+from conftest import RAVDESS_FIXTURES, REPO_ROOT, SAMPLE_CLIPS, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.pi_emulated]
 
 CHECK = REPO_ROOT / "packaging" / "pi-emulated-check.sh"
 SIDECAR = REPO_ROOT / "models" / "serd-emotion6-int8.json"
-FIXTURE_AUDIO = REPO_ROOT / "tests" / "fixtures" / "audio"
 CANNOT_EMULATE = 77
 CHECK_TIMEOUT_S = 2400
 """Generous: a cold run (bootstrap included) takes minutes; a loaded machine, more."""
 
 
 def clips() -> list[Path]:
-    """Real speech in several acted emotions: the committed fixtures when there are any,
-    else the demo recording plus a few RAVDESS clips where the corpus is present."""
-    fixtures = sorted(p for p in FIXTURE_AUDIO.glob("*") if p.suffix in (".wav", ".flac"))
-    if fixtures:
-        return fixtures
-    ravdess = [RAVDESS_ROOT / name for name in SAMPLE_CLIPS if (RAVDESS_ROOT / name).is_file()]
-    return [REPO_ROOT / "examples" / "demo.flac", *ravdess]
+    """Real speech in several acted emotions: the demo recording and the sample fixture clips (in the repository)."""
+    return [REPO_ROOT / "examples" / "demo.flac", *(RAVDESS_FIXTURES / name for name in SAMPLE_CLIPS)]
 
 
 @pytest.fixture(scope="module")
