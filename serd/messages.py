@@ -327,6 +327,7 @@ _FIELDS: dict[str, dict[str, Check]] = {
         "rss_mb": _real,
         "detail": _text(MAX_DETAIL_CHARS),
         "version": _text(MAX_VERSION_CHARS),
+        "gate": _text(MAX_STATE_CHARS),
         "extra": _extra,
     },
 }

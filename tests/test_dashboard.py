@@ -209,7 +209,7 @@ def test_api_state_reflects_published_messages(start_dashboard, publisher: Publi
     assert [p["speech"] for p in points] == [True, True, True, False]
     assert points[0]["smoothed"]["angry"] == pytest.approx(0.5)
     assert points[-1]["smoothed"] is None and points[-1]["level_dbfs"] == -70.0
-    assert all(set(p) == {"t", "speech", "level_dbfs", "smoothed"} for p in points)
+    assert all(set(p) == {"t", "speech", "level_dbfs", "smoothed", "smoothed_arousal"} for p in points)
     assert [p["t"] for p in points] == sorted(p["t"] for p in points)
 
 
