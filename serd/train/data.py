@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,8 @@ class Corpus:
         labels = LABEL_SETS[label_set]
         clips: list[Clip] = []
         for spec in specs:
-            found = find_clips(spec, ravdess_actors)
-            if any(c.corpus in {d.corpus for d in clips} for c in found[:1]):
+            found = find_clips(spec, ravdess_actors)  # never empty: a reader raises instead
+            if found[0].corpus in {c.corpus for c in clips}:
                 raise ValueError(f"--data {spec.kind}={spec.path}: corpus {found[0].corpus!r} given twice")
             clips.extend(found)
         y = np.array([labels.index(label_for(label_set, c.emotion, c.gender)) for c in clips])
@@ -54,9 +55,10 @@ class Corpus:
         speech = np.array([speech_bounds(a, sample_rate) for a in audio])
         # A class a corpus never has (nEMO: disgust) is masked out of its clips' loss:
         # "not disgust" is not what those clips say, only that the corpus did not record it.
-        names = [c.corpus for c in clips]
-        covered = {n: set(y[[i for i, m in enumerate(names) if m == n]].tolist()) for n in set(names)}
-        covers = np.array([[k in covered[n] for k in range(len(labels))] for n in names], dtype=bool)
+        covered: dict[str, set[int]] = {}
+        for clip, k in zip(clips, y.tolist()):
+            covered.setdefault(clip.corpus, set()).add(k)
+        covers = np.array([[k in covered[c.corpus] for k in range(len(labels))] for c in clips], dtype=bool)
         return cls(clips, audio, labels, y, speech, covers)
 
     @property
@@ -75,13 +77,10 @@ class Corpus:
         nEMO's 3,812 clips do not drown RAVDESS's 1,440 (nor a user's 50 recordings).
         """
         indices = list(indices)
-        names = [self.clips[i].corpus for i in indices]
-        groups: dict[tuple[str, int], int] = {}
-        for n, k in zip(names, self.y[indices].tolist()):
-            groups[(n, k)] = groups.get((n, k), 0) + 1
-        n_corpora = len(set(names))
-        per_corpus = {n: sum(1 for g in groups if g[0] == n) for n in set(names)}
-        weights = np.array([1.0 / (n_corpora * per_corpus[n] * groups[(n, k)]) for n, k in zip(names, self.y[indices].tolist())])
+        keys = [(self.clips[i].corpus, int(self.y[i])) for i in indices]
+        clips_of = Counter(keys)  # clips per (corpus, class)
+        classes_of = Counter(corpus for corpus, _ in clips_of)  # classes per corpus
+        weights = np.array([1.0 / (len(classes_of) * classes_of[key[0]] * clips_of[key]) for key in keys])
         return weights * (len(indices) / weights.sum()) if len(indices) else weights
 
 

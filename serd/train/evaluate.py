@@ -11,7 +11,7 @@ import numpy as np
 from serd.analysis import GateSettings, analyze_windows, file_windows, model_predict_many
 from serd.train import metrics
 from serd.features import SAMPLE_RATE
-from serd.labels import arousal_of, emotion_of
+from serd.labels import arousal_of, arousal_sides, emotion_of
 from serd.train.augment import babble, pink_noise, rms
 from serd.train.channel import CONDITIONS
 
@@ -24,11 +24,8 @@ _LOGGER = logging.getLogger(__name__)
 def add_noise(audio: np.ndarray, bounds: tuple[int, int], kind: str, snr_db: float, pool, rng) -> np.ndarray:
     """Noise at `snr_db` relative to the speech part of the clip (not its silences).
 
-    kind "gain" instead scales the clip by `snr_db` dB (a distant or quiet speaker);
-    kind "channel" passes it through the microphone/room `CONDITIONS[pool]`.
+    kind "gain" instead scales the clip by `snr_db` dB (a distant or quiet speaker).
     """
-    if kind == "channel":
-        return CONDITIONS[pool].apply(audio, SAMPLE_RATE)
     if kind == "gain":
         return (audio * 10.0 ** (snr_db / 20.0)).astype(np.float32)
     n = audio.shape[0]
@@ -46,6 +43,7 @@ def score_model(
     gate: GateSettings,
     temperature: float | None = None,
     noise: tuple[str, float, list] | None = None,
+    channel: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Clip-level accuracy, UAR, confusion and ECE, each clip analysed exactly as `serd analyze` does."""
@@ -66,6 +64,8 @@ def score_model(
         if noise is not None:
             kind, snr_db, pool = noise
             audio = add_noise(audio, tuple(corpus.speech[i]), kind, snr_db, pool, rng)
+        if channel is not None:  # the microphone/room of the model card's channel table
+            audio = CONDITIONS[channel].apply(audio, SAMPLE_RATE)
         result = analyze_windows(file_windows([audio], model.params, hop_s), model.params, model.labels, predict_many, gate)
         clip_probs = result.probs
         window_probs.append(result.speech_probs)
@@ -107,8 +107,8 @@ def reading_scores(y: np.ndarray, probs: np.ndarray, predicted: np.ndarray, labe
         restricted = np.array(four)[np.argmax(probs[rows][:, four], axis=1)]
         out["uar4"] = metrics.uar(y[rows], restricted, n)
     # arousal: activated (angry, happy, fearful) vs calm (neutral, sad); disgust clips are on neither side
-    side = {k: 1 if e in ("angry", "happy", "fearful") else 0 if e in ("neutral", "sad") else -1 for k, e in enumerate(emotions)}
-    truth = np.array([side[k] for k in y.tolist()])
+    high, low = arousal_sides(labels)
+    truth = np.array([1 if k in high else 0 if k in low else -1 for k in y.tolist()])
     rows = truth >= 0
     if rows.any() and len(set(truth[rows].tolist())) == 2:
         guess = np.array([1 if (arousal_of(p, labels) or 0.0) >= 0.5 else 0 for p in probs[rows]])
@@ -140,6 +140,6 @@ def evaluate_data(model_path: Path, specs, hop_s: float, gate: GateSettings, con
     if conditions:
         scores["conditions"] = {}
         for name in CONDITIONS:
-            changed = score_model(model_path, corpus, everything, hop_s, gate, noise=("channel", 0.0, name))
+            changed = score_model(model_path, corpus, everything, hop_s, gate, channel=name)
             scores["conditions"][name] = {k: changed[k] for k in ("accuracy", "uar", "by_corpus")}
     return scores

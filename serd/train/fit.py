@@ -263,7 +263,7 @@ def calibrate_and_score(path: Path, corpus: Corpus, split: Split, settings: FitS
                     )
                     scores["noisy"][f"{kind}_{snr}dB"] = {k: noisy[k] for k in ("accuracy", "uar", "by_corpus")}
             for condition in CONDITIONS:
-                changed = score_model(path, corpus, split.test, settings.hop_s, settings.gate, noise=("channel", 0.0, condition))
+                changed = score_model(path, corpus, split.test, settings.hop_s, settings.gate, channel=condition)
                 scores["noisy"][condition] = {k: changed[k] for k in ("accuracy", "uar", "by_corpus")}
             # 20 dB quieter (speaker far from the microphone), with the gate lowered to match.
             quiet_gate = GateSettings(settings.gate.threshold_dbfs - 20.0, settings.gate.hangover)

@@ -40,7 +40,7 @@ def actor_folds(clips: list[ClipInfo], n_folds: int = 6, val_actors_per_fold: in
         # keep at least one actor to train on
         val_actors = tuple(rest[: max(0, min(val_actors_per_fold, len(rest) - 1))])
         splits.append(
-            _by_actor(clips, f"fold{k + 1}", set(test_actors), set(val_actors), test_actors, val_actors)
+            _by_actor(clips, f"fold{k + 1}", test_actors, val_actors)
         )
     return splits
 
@@ -107,23 +107,26 @@ def holdout_speakers(clips: list[ClipInfo], val_per_corpus: int = 1, ravdess_val
 
 
 def _by_key(clips, name, test_keys, val_keys) -> Split:
-    test_set, val_set = set(test_keys), set(val_keys)
-    train, val, test = [], [], []
-    for i, c in enumerate(clips):
-        (test if c.key in test_set else val if c.key in val_set else train).append(i)
-    return Split(name, tuple(train), tuple(val), tuple(test), tuple(test_keys), tuple(val_keys))
+    return _partition(clips, name, lambda c: c.key, test_keys, val_keys)
 
 
 def holdout_actors(clips: list[ClipInfo], val_actors: tuple[int, ...]) -> Split:
     """Train on everyone but `val_actors` (used for calibration); no test set."""
-    return _by_actor(clips, "final", set(), set(val_actors), (), val_actors)
+    return _by_actor(clips, "final", (), val_actors)
 
 
-def _by_actor(clips, name, test_set, val_set, test_actors, val_actors) -> Split:
+def _by_actor(clips, name, test_actors, val_actors) -> Split:
+    return _partition(clips, name, lambda c: c.actor, test_actors, val_actors)
+
+
+def _partition(clips, name, speaker_of, test_ids, val_ids) -> Split:
+    """Each clip to test, validation or training by its speaker (`speaker_of`: actor number or corpus/speaker key)."""
+    test_set, val_set = set(test_ids), set(val_ids)
     train, val, test = [], [], []
     for i, c in enumerate(clips):
-        (test if c.actor in test_set else val if c.actor in val_set else train).append(i)
-    return Split(name, tuple(train), tuple(val), tuple(test), tuple(test_actors), tuple(val_actors))
+        speaker = speaker_of(c)
+        (test if speaker in test_set else val if speaker in val_set else train).append(i)
+    return Split(name, tuple(train), tuple(val), tuple(test), tuple(test_ids), tuple(val_ids))
 
 
 def seed_protocol(clips: list[ClipInfo], seed: int, unseen_actor: int = 24, random_test: int = 120, val_share: float = 0.1) -> Split:
