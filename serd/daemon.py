@@ -181,6 +181,9 @@ class Daemon:
                 self._lost(item.reason)
             if self.source.live:
                 self._check_live_source(now)
+            # Every turn, not only when a window goes out: a subscription flood is read (and its
+            # connections cut) as it arrives, so libzmq never holds much of it.
+            self.publisher.serve_subscriptions()
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()

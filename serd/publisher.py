@@ -12,8 +12,9 @@ few at each send, and accepts only prefixes of this daemon's own two topics
 a few dozen. libzmq still records each subscription it receives until that
 connection closes, so a connection that sends more than `MAX_REFUSED_PER_PEER`
 others is cut (its socket shut down; libzmq then frees what it recorded).
-Known limit: each cut flooding connection still leaves 40-55 KB of resident memory
-behind (measured; see benchmarks/RELIABILITY.md, "Hostile input").
+Each cut connection leaves 40-55 KB of freed-but-kept heap behind in glibc (measured),
+so after cuts the publisher hands free heap back to the OS (`TRIM_EVERY_S`); see
+benchmarks/RELIABILITY.md, "Hostile input".
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import logging
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import zmq
 
 from serd.config import PublisherSettings, is_loopback_endpoint
 from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, Message, encode
+from serd.procstats import release_free_memory
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +43,11 @@ SUBSCRIPTION_RCVHWM = 10
 subscriber sends one or two; more just wait in TCP). Small, because each one libzmq takes in is also
 recorded by it until that connection ends: with 100, a flooder reconnecting after every cut cost the
 daemon +53 MB in 18 s; with 10, +5 MB (measured with 30,000 subscriptions re-sent on each reconnect)."""
+TRIM_EVERY_S = 0.25
+"""After cuts, free heap is handed back to the OS at most this often (a trim takes 1-5 ms here)."""
+TRIM_FOR_S = 2.0
+"""...and until this long after the last cut: libzmq ends a cut connection, and frees what it held,
+only as the socket is next used, so a trim at the moment of the cut would find little to give back."""
 CUT_LOG_EVERY = 100
 """After the first, one warning per this many connections cut (a flood must not flood the log)."""
 SUBSCRIBE, UNSUBSCRIBE = 1, 0
@@ -98,6 +106,9 @@ class Publisher:
         self.cut_peers = 0
         self._accepted = topic_prefixes(device_id)
         self._refused_by_fd: dict[int, int] = {}
+        self._trim_until: float | None = None
+        """Hand free heap back to the OS until then (monotonic seconds; set by a cut); None: nothing to do."""
+        self._trimmed_at = 0.0
         self._client_by_fd: dict[int, str] = {}
         """CURVE: the client key (z85) behind each connection that subscribed, to cut revoked ones on reload.
         Keyed by descriptor, so it holds at most one entry per descriptor number the process can have."""
@@ -152,6 +163,7 @@ class Publisher:
 
     def serve_subscriptions(self) -> None:
         """Accept or refuse the subscriptions that arrived (at most `SUBSCRIPTIONS_PER_SEND`); never blocks."""
+        self._release_memory_of_cut_peers()
         for _ in range(SUBSCRIPTIONS_PER_SEND):
             try:
                 frame = self._socket.recv(zmq.NOBLOCK, copy=False)
@@ -218,6 +230,17 @@ class Publisher:
                             "(%d connection(s) cut so far)", MAX_REFUSED_PER_PEER, self.cut_peers)
         self._shutdown(fd)
         self._refused_by_fd.pop(fd, None)
+        self._trim_until = time.monotonic() + TRIM_FOR_S
+
+    def _release_memory_of_cut_peers(self) -> None:
+        """After cuts, give back the heap libzmq freed: a flood must not raise resident memory for good."""
+        now = time.monotonic()
+        if self._trim_until is None or now - self._trimmed_at < TRIM_EVERY_S:
+            return
+        if now >= self._trim_until:
+            self._trim_until = None  # the last trim: the cut connections have ended by now
+        self._trimmed_at = now
+        release_free_memory()
 
     @staticmethod
     def _shutdown(fd: int) -> None:
