@@ -112,11 +112,16 @@ def mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
 
 
+def mel_edges_hz(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The n_mels + 2 edge frequencies of the mel bands; band k spans edges k..k+2, centred on k+1."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """(n_mels, 1 + n_fft // 2) triangular filters with Slaney area normalisation."""
     fft_freqs = np.linspace(0.0, sample_rate / 2.0, 1 + n_fft // 2)
-    mel_edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    mel_edges = mel_edges_hz(n_mels, fmin, fmax)
     widths = np.diff(mel_edges)
     ramps = mel_edges[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]

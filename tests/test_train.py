@@ -13,7 +13,8 @@ import pytest
 
 from conftest import subprocess_env
 from serd.train import metrics
-from serd.train.augment import AugmentSettings, mix_at_snr, pink_noise, rms, spec_augment
+from serd.features import FeatureParams, LogMel
+from serd.train.augment import AugmentSettings, mix_at_snr, pink_noise, rms, spec_augment, warp_frequency
 
 needs_tensorflow = pytest.mark.skipif(
     importlib.util.find_spec("tensorflow") is None, reason="serd train needs TensorFlow (pip install -e '.[train]')"
@@ -153,6 +154,26 @@ def test_spec_augment_masks_but_keeps_shape_and_the_rest():
     assert out.shape == features.shape
     changed = out != features
     assert (out[changed] == 0).all() and changed.mean() < 0.5
+
+
+def _tone_features(hz: float, params: FeatureParams) -> np.ndarray:
+    t = np.arange(params.window_samples) / params.sample_rate
+    return LogMel(params)((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
+
+
+@pytest.mark.parametrize("factor", [0.88, 0.9, 1.1, 1.12])
+def test_frequency_warp_moves_a_tone_to_where_the_scaled_tone_is(factor):
+    params = FeatureParams()  # per-window normalisation: a steady tone keeps its band
+    warped = warp_frequency(_tone_features(1000.0, params), factor, params)
+    expected = _tone_features(1000.0 * factor, params)
+    assert warped.shape == expected.shape
+    assert np.argmax(warped.mean(axis=1)) == np.argmax(expected.mean(axis=1))
+    assert np.argmax(warped.mean(axis=1)) != np.argmax(_tone_features(1000.0, params).mean(axis=1))
+
+
+def test_frequency_warp_by_one_changes_nothing():
+    features = np.random.default_rng(6).standard_normal((64, 197)).astype(np.float32)
+    assert np.array_equal(warp_frequency(features, 1.0, FeatureParams()), features)
 
 
 def test_augment_settings_without():

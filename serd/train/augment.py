@@ -3,7 +3,9 @@
 Waveform: gain, time shift (where the window is cut), additive noise (white,
 pink, or babble from other training speakers) at 0-30 dB SNR, simple synthetic
 reverberation, and a low noise floor so exact digital silence (a RAVDESS
-artefact) never reaches the model. Features: SpecAugment time/frequency masks.
+artefact) never reaches the model. Features: SpecAugment time/frequency masks, and
+a frequency warp (another vocal tract length and pitch: other voices than the
+corpora's few dozen).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from serd.features import FeatureParams, mel_edges_hz
 from serd.train.channel import random_channel
 
-AUGMENTATIONS = ("gain", "shift", "noise", "babble", "reverb", "specaugment", "floor", "channel")
+AUGMENTATIONS = ("gain", "shift", "noise", "babble", "reverb", "specaugment", "floor", "channel", "warp")
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,16 @@ class AugmentSettings:
     specaugment: bool = True
     floor: bool = True
     channel: bool = True
+    warp: bool = True
     noise_p: float = 0.5
     snr_db: tuple[float, float] = (0.0, 30.0)
     reverb_p: float = 0.3
     gain_db: float = 12.0
     channel_p: float = 0.6
     rt60_s: tuple[float, float] = (0.2, 0.8)
+    warp_p: float = 0.5
+    warp_range: tuple[float, float] = (0.88, 1.12)
+    """Frequency scale factors: +-12 % is about the spread of vocal tract lengths among adults."""
 
     @classmethod
     def none(cls) -> "AugmentSettings":
@@ -148,3 +155,19 @@ def spec_augment(features: np.ndarray, rng: np.random.Generator, freq_masks: int
         start = int(rng.integers(0, n_frames - width + 1))
         out[:, start : start + width] = 0.0
     return out
+
+
+def warp_frequency(features: np.ndarray, factor: float, params: FeatureParams) -> np.ndarray:
+    """The features of the same sound with every frequency multiplied by `factor`.
+
+    Vocal tract length perturbation done on the mel image: output band k takes what the
+    input had at (its centre frequency / factor), interpolated between the two nearest
+    bands; beyond the edges the edge band repeats. Works on normalised features (a
+    zero-mean band stays zero-mean), so it follows `LogMel` like SpecAugment.
+    """
+    centres = mel_edges_hz(params.n_mels, params.fmin, params.fmax)[1:-1]
+    source = np.interp(centres / factor, centres, np.arange(params.n_mels, dtype=np.float64))
+    below = np.floor(source).astype(int)
+    above = np.minimum(below + 1, params.n_mels - 1)
+    frac = (source - below)[:, None]
+    return ((1.0 - frac) * features[below] + frac * features[above]).astype(features.dtype)

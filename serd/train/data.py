@@ -11,7 +11,7 @@ import numpy as np
 
 from serd.features import FeatureParams, LogMel
 from serd.labels import LABEL_SETS, label_for
-from serd.train.augment import AugmentSettings, augment_wave, spec_augment
+from serd.train.augment import AugmentSettings, augment_wave, spec_augment, warp_frequency
 from serd.train.corpora import Clip, DataSpec, find_clips, load_audio
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ def epoch_arrays(
         window = crop(corpus.audio[i], tuple(corpus.speech[i]), params.window_samples, rng if augment.shift else None)
         window = augment_wave(window, augment, rng, pool, params.sample_rate)
         features = logmel(window)
+        if augment.warp and rng.random() < augment.warp_p:
+            features = warp_frequency(features, float(rng.uniform(*augment.warp_range)), params)
         if augment.specaugment and rng.random() < 0.5:
             features = spec_augment(features, rng)
         x[row, :, :, 0] = features
