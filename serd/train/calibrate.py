@@ -1,13 +1,16 @@
 """A temperature for the training recipe, fitted across folds rather than on two speakers.
 
-Each fold's validation set holds only two actors (120 clips): a temperature
-fitted there swings from fold to fold and made test calibration worse. Here
-every cross-validation model scores its own test actors through the runtime
-(out-of-fold, 1440 clips in all); the temperature for fold k is fitted on the
-other folds' clips, and ECE is measured on fold k's, so each figure is honest.
-The temperature fitted on all folds is what the shipped model gets.
+Each fold's validation set holds only a few speakers: a temperature fitted
+there swings from fold to fold and made test calibration worse. Here every
+cross-validation model scores its own test speakers through the runtime
+(out-of-fold: every clip of every corpus once); the temperature for fold k is
+fitted on the other folds' clips, and ECE is measured on fold k's, so each
+figure is honest. The temperature fitted on all folds is what the shipped model gets.
 
     python -m serd.train.calibrate runs/cv_rel [--kind int8] [--apply models/serd-emotion6-int8.json]
+    python -m serd.train.calibrate runs/cv_v2 --data ravdess=../shared/data/ravdess --data nemo=../shared/data/nemo
+
+Give the same `--data` (and `--folds`, `--val-per-corpus`) as the `serd train --protocol cv` run.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 from serd.analysis import GateSettings, file_windows, gate_windows
 from serd.features import FeatureParams
 from serd.train import metrics
+from serd.train.corpora import DataSpec, parse_spec
 from serd.train.data import Corpus
-from serd.train.splits import actor_folds
+from serd.train.splits import cv_folds
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,13 +58,15 @@ def clip_probs(logits: list[np.ndarray], temperature: float, n_classes: int) -> 
     return np.stack(rows)
 
 
-def cross_fold(run_dir: Path, data: Path, kind: str, hop_s: float = 0.5) -> dict:
+def cross_fold(run_dir: Path, data: list[DataSpec], kind: str, hop_s: float = 0.5, n_folds: int = 6,
+               val_per_corpus: int = 1) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     folds = sorted((k for k in results if k.startswith("fold")), key=lambda k: int(k[4:]))
     first = next(run_dir.glob(f"{folds[0]}-*-{kind}.tflite"))
     label_set = json.loads(first.with_suffix(".json").read_text())["label_set"]
-    corpus = Corpus.load(data, label_set, FeatureParams().sample_rate)
-    splits = actor_folds(corpus.clips, len(folds))
+    corpus = Corpus.from_specs(data, label_set, FeatureParams().sample_rate)
+    splits = {s.name: s for s in cv_folds(corpus.clips, n_folds, val_per_corpus)}
+    splits = [splits[name] for name in folds]
     per_fold = {}
     for name, split in zip(folds, splits):
         path = next(run_dir.glob(f"{name}-*-{kind}.tflite"))
@@ -88,11 +94,16 @@ def cross_fold(run_dir: Path, data: Path, kind: str, hop_s: float = 0.5) -> dict
     report["temperature_all_folds"] = round(metrics.fit_clip_temperature(all_logits, all_y), 4)
     eces = [f["ece"] for f in report["folds"].values()]
     before = [f["ece_uncalibrated"] for f in report["folds"].values()]
-    # Over all 1440 out-of-fold clips at once: per-fold ECE also carries each fold's own
-    # accuracy shift (some speakers are harder) and the sampling noise of 240 clips.
+    # Over all out-of-fold clips at once: per-fold ECE also carries each fold's own
+    # accuracy shift (some speakers are harder) and the sampling noise of a few hundred clips.
     y_all = np.concatenate(pooled_y)
     report["pooled_ece_uncalibrated"] = metrics.ece(np.concatenate(pooled_before), y_all)
     report["pooled_ece"] = metrics.ece(np.concatenate(pooled_after), y_all)
+    corpus_of = np.array([corpus.clips[i].corpus for split in splits for i in split.test])
+    if len(set(corpus_of)) > 1:
+        after = np.concatenate(pooled_after)
+        report["pooled_ece_by_corpus"] = {name: metrics.ece(after[corpus_of == name], y_all[corpus_of == name])
+                                          for name in sorted(set(corpus_of))}
     report["ece_mean"], report["ece_std"] = float(np.mean(eces)), float(np.std(eces))
     report["ece_uncalibrated_mean"], report["ece_uncalibrated_std"] = float(np.mean(before)), float(np.std(before))
     return report
@@ -101,19 +112,26 @@ def cross_fold(run_dir: Path, data: Path, kind: str, hop_s: float = 0.5) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
+    parser.add_argument("--data", action="append", metavar="KIND=PATH",
+                        help="the cv run's corpora, as for serd train (default: ravdess=../shared/data/ravdess)")
+    parser.add_argument("--folds", type=int, default=6)
+    parser.add_argument("--val-per-corpus", type=int, default=1)
     parser.add_argument("--kind", choices=("int8", "float"), default="int8")
     parser.add_argument("--apply", type=Path, nargs="*", default=[], help="sidecars to give the all-folds temperature")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = cross_fold(args.run_dir, args.data, args.kind)
+    try:
+        specs = [parse_spec(text) for text in (args.data or ["ravdess=../shared/data/ravdess"])]
+    except ValueError as exc:
+        parser.error(str(exc))
+    report = cross_fold(args.run_dir, specs, args.kind, n_folds=args.folds, val_per_corpus=args.val_per_corpus)
     (args.run_dir / f"calibration-{args.kind}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     for sidecar_path in args.apply:
         sidecar = json.loads(sidecar_path.read_text())
         sidecar["temperature"] = report["temperature_all_folds"]
         sidecar.setdefault("training", {})["calibration"] = (
-            f"temperature fitted on the out-of-fold clip predictions of the 6 cross-validation models "
+            f"temperature fitted on the out-of-fold clip predictions of the {len(report['folds'])} cross-validation models "
             f"({args.run_dir.name}, {args.kind}); per-fold held-out ECE {report['ece_mean']:.3f} ± {report['ece_std']:.3f}"
         )
         sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")

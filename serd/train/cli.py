@@ -105,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
     from serd.train.corpora import parse_spec
     from serd.train.data import Corpus
     from serd.train.fit import FitSettings, train_split
-    from serd.train.splits import actor_folds, corpus_holdout, holdout_actors, holdout_speakers, seed_protocol, speaker_folds
+    from serd.train.splits import corpus_holdout, cv_folds, holdout_actors, holdout_speakers, seed_protocol
 
     params = FeatureParams(band_mean=args.band_mean)
     off = [a for a in args.augment_off.split(",") if a]
@@ -135,9 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
         corpus = Corpus.from_specs(specs, args.label_set, params.sample_rate, actors)
         ravdess_only = corpus.corpora == ["ravdess"]
         if args.protocol == "cv":
-            # RAVDESS alone keeps the model card's folds (2 validation actors); several corpora fold together.
-            splits = (actor_folds(corpus.clips, args.folds) if ravdess_only
-                      else speaker_folds(corpus.clips, args.folds, args.val_per_corpus))
+            splits = cv_folds(corpus.clips, args.folds, args.val_per_corpus)
             only = set(_ints(args.only_folds))
             splits = [s for k, s in enumerate(splits, 1) if not only or k in only]
         elif args.protocol == "seed":

@@ -76,6 +76,16 @@ def speaker_folds(clips: list[ClipInfo], n_folds: int = 6, val_per_corpus: int =
     return splits
 
 
+def cv_folds(clips: list[ClipInfo], n_folds: int = 6, val_per_corpus: int = 1) -> list[Split]:
+    """The cross-validation folds of `serd train --protocol cv` (and of calibration across them).
+
+    RAVDESS alone keeps the model card's actor folds (2 validation actors); several corpora fold together.
+    """
+    if {c.corpus for c in clips} == {"ravdess"}:
+        return actor_folds(clips, n_folds)
+    return speaker_folds(clips, n_folds, val_per_corpus)
+
+
 def corpus_holdout(clips: list[ClipInfo], test_corpus: str, val_per_corpus: int = 2) -> Split:
     """Leave one corpus out: train on the others, test on every clip of `test_corpus`.
 
