@@ -250,3 +250,22 @@ def test_smoke_multi_corpus_train_scores_each_corpus_on_its_own_classes(ravdess_
     sidecar = json.loads((tmp_path / "fold1-serd_cnn-emotion6-int8.json").read_text())
     assert sidecar["training"]["corpora"] == ["nemo", "ravdess"]
     assert "RAVDESS" in sidecar["attribution"] and "nEMO" in sidecar["attribution"]
+
+
+@needs_tensorflow
+def test_calibration_across_folds_of_two_corpora_scores_every_clip_once(ravdess_root: Path, nemo_fixtures: Path,
+                                                                       tmp_path: Path):
+    """Both folds of a 2-fold RAVDESS + nEMO run (1 epoch each), then the temperature across them."""
+    data = ["--data", f"ravdess={ravdess_root}", "--data", f"nemo={nemo_fixtures}"]
+    done = serd("train", *data, "--actors", "1,2", "--folds", "2", "--epochs", "1", "--val-per-corpus", "0",
+                "--out", tmp_path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calibrated = subprocess.run([sys.executable, "-m", "serd.train.calibrate", tmp_path, *data, "--actors", "1,2",
+                                 "--folds", "2", "--val-per-corpus", "0"], cwd=tmp_path, env=subprocess_env(),
+                                capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
+    assert calibrated.returncode == 0, calibrated.stderr[-3000:]
+    report = json.loads((tmp_path / "calibration-int8.json").read_text())
+    assert set(report["folds"]) == {"fold1", "fold2"}
+    assert set(report["pooled_ece_by_corpus"]) == {"ravdess", "nemo"}
+    assert 0 <= report["pooled_ece"] <= 1 and report["temperature_all_folds"] > 0
+    assert "fold1: scoring 65 test clips" in calibrated.stderr  # actor 1 (60) + nEMO speaker EB0 (5)

@@ -59,12 +59,12 @@ def clip_probs(logits: list[np.ndarray], temperature: float, n_classes: int) -> 
 
 
 def cross_fold(run_dir: Path, data: list[DataSpec], kind: str, hop_s: float = 0.5, n_folds: int = 6,
-               val_per_corpus: int = 1) -> dict:
+               val_per_corpus: int = 1, actors: set[int] | None = None) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     folds = sorted((k for k in results if k.startswith("fold")), key=lambda k: int(k[4:]))
     first = next(run_dir.glob(f"{folds[0]}-*-{kind}.tflite"))
     label_set = json.loads(first.with_suffix(".json").read_text())["label_set"]
-    corpus = Corpus.from_specs(data, label_set, FeatureParams().sample_rate)
+    corpus = Corpus.from_specs(data, label_set, FeatureParams().sample_rate, actors)
     splits = {s.name: s for s in cv_folds(corpus.clips, n_folds, val_per_corpus)}
     splits = [splits[name] for name in folds]
     per_fold = {}
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", action="append", metavar="KIND=PATH",
                         help="the cv run's corpora, as for serd train (default: ravdess=../shared/data/ravdess)")
+    parser.add_argument("--actors", default="", help="comma-separated RAVDESS actors, if the cv run had --actors")
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--val-per-corpus", type=int, default=1)
     parser.add_argument("--kind", choices=("int8", "float"), default="int8")
@@ -124,7 +125,9 @@ def main() -> None:
         specs = [parse_spec(text) for text in (args.data or ["ravdess=../shared/data/ravdess"])]
     except ValueError as exc:
         parser.error(str(exc))
-    report = cross_fold(args.run_dir, specs, args.kind, n_folds=args.folds, val_per_corpus=args.val_per_corpus)
+    actors = {int(a) for a in args.actors.split(",") if a.strip()} or None
+    report = cross_fold(args.run_dir, specs, args.kind, n_folds=args.folds, val_per_corpus=args.val_per_corpus,
+                        actors=actors)
     (args.run_dir / f"calibration-{args.kind}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     for sidecar_path in args.apply:
