@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from serd.messages import MAX_MESSAGE_BYTES, STATUS_SCHEMA
+from serd.messages import MAX_MESSAGE_BYTES, STATUS_SCHEMA, MessageError, decode, encode
 
 EMOTION_OK = {
     "schema": "serd.emotion/1", "device": "kitchen", "seq": 41, "time": 1795000000.123456,
@@ -119,3 +119,18 @@ def mutated_frames():
         return [topic.encode("utf-8", "surrogatepass"), json.dumps(base, allow_nan=True).encode("utf-8", "surrogatepass")]
 
     return build()
+
+
+def rejected(frames: list[bytes]) -> bool:
+    """Whether `decode` refuses these frames: what a consumer must count as malformed."""
+    try:
+        decode(frames)
+    except MessageError:
+        return True
+    return False
+
+
+def padded(message, padding: int) -> list[bytes]:
+    """A valid message with `padding` bytes in an unknown field (decode drops it; ZeroMQ still carries it)."""
+    topic, body = encode(message)
+    return [topic, body[:-1] + b',"padding":"' + b"x" * padding + b'"}']

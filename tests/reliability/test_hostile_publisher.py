@@ -5,7 +5,7 @@ Every input of the issue (tests/hostile_messages.py: mistyped fields, NaN/Infini
 stream of mistyped and non-finite messages, and the memory attacks (big messages, many
 devices, one huge frame). Each consumer must stay up, count every bad message, keep
 serving valid ones, and hold its memory within a stated bound (RSS from /proc).
-(`serd record` does not exist yet; it will open its socket with `serd.listen.connect`.)
+`serd record` gets the same in test_hostile_record.py.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers_reliability import REPO_ROOT, rss_mb, serd_env
-from hostile_messages import HOSTILE, OVERSIZE, mutated_frames
-from serd.messages import EmotionMessage, MessageError, StatusMessage, decode, encode
+from hostile_messages import HOSTILE, OVERSIZE, mutated_frames, padded, rejected
+from serd.messages import EmotionMessage, StatusMessage, decode, encode
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -48,19 +48,6 @@ def emotion(device: str, seq: int) -> EmotionMessage:
 def status(device: str, seq: int) -> StatusMessage:
     return StatusMessage(device=device, seq=seq, time=time.time(), state="running", uptime_s=1.0, source="s",
                          model="m")
-
-
-def padded(message, padding: int) -> list[bytes]:
-    topic, body = encode(message)
-    return [topic, body[:-1] + b',"padding":"' + b"x" * padding + b'"}']
-
-
-def rejected(frames: list[bytes]) -> bool:
-    try:
-        decode(frames)
-    except MessageError:
-        return True
-    return False
 
 
 class Feed:
