@@ -180,8 +180,11 @@ def test_augment_settings_without():
     settings = AugmentSettings().without(["noise", "reverb"])
     assert not settings.noise and not settings.reverb and settings.gain
     assert AugmentSettings.none().enabled() == []
+    assert not AugmentSettings().warp and AugmentSettings().with_(["warp"]).enabled() == [*AugmentSettings().enabled(), "warp"]
     with pytest.raises(ValueError, match="wobble"):
         AugmentSettings().without(["wobble"])
+    with pytest.raises(ValueError, match="wobble"):
+        AugmentSettings().with_(["wobble"])
 
 
 def _fold(clean: float, pink: float, babble: float) -> dict:

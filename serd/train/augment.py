@@ -10,7 +10,8 @@ corpora's few dozen).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +31,8 @@ class AugmentSettings:
     specaugment: bool = True
     floor: bool = True
     channel: bool = True
-    warp: bool = True
+    warp: bool = False
+    """Off unless asked for (--augment-on warp): it moved neither cross-corpus figure (model card)."""
     noise_p: float = 0.5
     snr_db: tuple[float, float] = (0.0, 30.0)
     reverb_p: float = 0.3
@@ -46,12 +48,18 @@ class AugmentSettings:
         return cls(**{name: False for name in AUGMENTATIONS})
 
     def without(self, names: list[str]) -> "AugmentSettings":
+        """These augmentations switched off (the others as they are)."""
+        return self._switched(names, False)
+
+    def with_(self, names: list[str]) -> "AugmentSettings":
+        """These augmentations switched on (the others as they are)."""
+        return self._switched(names, True)
+
+    def _switched(self, names: list[str], on: bool) -> "AugmentSettings":
         unknown = set(names) - set(AUGMENTATIONS)
         if unknown:
             raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; expected some of {AUGMENTATIONS}")
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update({name: False for name in names})
-        return AugmentSettings(**values)
+        return dataclasses.replace(self, **{name: on for name in names})
 
     def enabled(self) -> list[str]:
         return [name for name in AUGMENTATIONS if getattr(self, name)]

@@ -59,7 +59,8 @@ def clip_probs(logits: list[np.ndarray], temperature: float, n_classes: int) -> 
 
 
 def cross_fold(run_dir: Path, data: list[DataSpec], kind: str, hop_s: float = 0.5, n_folds: int = 6,
-               val_per_corpus: int = 1, actors: set[int] | None = None) -> dict:
+               val_per_corpus: int = 1, actors: set[int] | None = None, also: tuple[float, ...] = ()) -> dict:
+    """The report; `also`: fixed temperatures (a shipped sidecar's) whose pooled ECE is reported too."""
     results = json.loads((run_dir / "results.json").read_text())
     folds = sorted((k for k in results if k.startswith("fold")), key=lambda k: int(k[4:]))
     first = next(run_dir.glob(f"{folds[0]}-*-{kind}.tflite"))
@@ -100,10 +101,16 @@ def cross_fold(run_dir: Path, data: list[DataSpec], kind: str, hop_s: float = 0.
     report["pooled_ece_uncalibrated"] = metrics.ece(np.concatenate(pooled_before), y_all)
     report["pooled_ece"] = metrics.ece(np.concatenate(pooled_after), y_all)
     corpus_of = np.array([corpus.clips[i].corpus for split in splits for i in split.test])
+
+    def by_corpus(probs: np.ndarray) -> dict[str, float]:
+        return {name: metrics.ece(probs[corpus_of == name], y_all[corpus_of == name]) for name in sorted(set(corpus_of))}
+
     if len(set(corpus_of)) > 1:
-        after = np.concatenate(pooled_after)
-        report["pooled_ece_by_corpus"] = {name: metrics.ece(after[corpus_of == name], y_all[corpus_of == name])
-                                          for name in sorted(set(corpus_of))}
+        report["pooled_ece_by_corpus"] = by_corpus(np.concatenate(pooled_after))
+        report["pooled_ece_uncalibrated_by_corpus"] = by_corpus(np.concatenate(pooled_before))
+    for t in also:
+        probs = clip_probs(all_logits, t, n_classes)
+        report.setdefault("pooled_ece_at", {})[str(t)] = {"all": metrics.ece(probs, all_y), **by_corpus(probs)}
     report["ece_mean"], report["ece_std"] = float(np.mean(eces)), float(np.std(eces))
     report["ece_uncalibrated_mean"], report["ece_uncalibrated_std"] = float(np.mean(before)), float(np.std(before))
     return report
@@ -116,6 +123,8 @@ def main() -> None:
                         help="the cv run's corpora, as for serd train (default: ravdess=../shared/data/ravdess)")
     parser.add_argument("--actors", default="", help="comma-separated RAVDESS actors, if the cv run had --actors")
     parser.add_argument("--folds", type=int, default=6)
+    parser.add_argument("--also-temperature", type=float, action="append", default=[],
+                        help="also report the pooled ECE at this fixed temperature (e.g. a shipped sidecar's)")
     parser.add_argument("--val-per-corpus", type=int, default=1)
     parser.add_argument("--kind", choices=("int8", "float"), default="int8")
     parser.add_argument("--apply", type=Path, nargs="*", default=[], help="sidecars to give the all-folds temperature")
@@ -127,7 +136,7 @@ def main() -> None:
         parser.error(str(exc))
     actors = {int(a) for a in args.actors.split(",") if a.strip()} or None
     report = cross_fold(args.run_dir, specs, args.kind, n_folds=args.folds, val_per_corpus=args.val_per_corpus,
-                        actors=actors)
+                        actors=actors, also=tuple(args.also_temperature))
     (args.run_dir / f"calibration-{args.kind}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     for sidecar_path in args.apply:

@@ -57,6 +57,7 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: 32 (serd_cnn), 16 (study)")
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-3 (serd_cnn), 1e-3 (study)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
+    p.add_argument("--augment-on", default="", help="comma-separated augmentations off by default to switch on (warp)")
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
     p.add_argument("--no-export", action="store_true", help="skip TFLite export (Keras float scores only)")
     p.add_argument("--name", default=None, help="model file stem for --protocol final/seed (default: <split>-<network>-<labels>)")
@@ -112,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
         augment = AugmentSettings.none() if off == ["all"] else AugmentSettings().without(off)
+        augment = augment.with_([a for a in args.augment_on.split(",") if a])
         rt60 = tuple(float(v) for v in args.reverb_rt60.split(","))
         if len(rt60) != 2 or not 0 < rt60[0] <= rt60[1]:
             raise ValueError(f"--reverb-rt60: expected MIN,MAX seconds, got {args.reverb_rt60}")
