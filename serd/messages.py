@@ -42,6 +42,9 @@ MAX_VERSION_CHARS = 64
 MAX_COUNT = 2**63 - 1
 """Counters and `seq` are non-negative 64-bit integers (what a C or Rust subscriber can hold)."""
 MAX_INT_DIGITS = 19
+MAX_UNIX_TIME = 1e11
+"""`time` and `captured_at` are Unix seconds in [0, 1e11) (the year 5138): anything else is a broken
+clock or a hostile peer, and a consumer that derives integers from times (milliseconds) must not overflow."""
 MAX_EXTRA_KEYS = 32
 MAX_EXTRA_DEPTH = 4
 
@@ -256,6 +259,13 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
+def _unix_time(name: str, value: Any) -> float:
+    number = _real(name, value)
+    if not 0.0 <= number < MAX_UNIX_TIME:
+        raise _fail(name, "Unix seconds in [0, 1e11)", value)
+    return number
+
+
 def _unit(name: str, value: Any) -> float:
     number = _real(name, value)
     if not 0.0 <= number <= 1.0:
@@ -296,11 +306,11 @@ def _extra(name: str, value: Any) -> dict[str, Any]:
     return value
 
 
-_COMMON: dict[str, Check] = {"device": _device, "seq": _count, "time": _real}
+_COMMON: dict[str, Check] = {"device": _device, "seq": _count, "time": _unix_time}
 _FIELDS: dict[str, dict[str, Check]] = {
     EMOTION_SCHEMA: {
         **_COMMON,
-        "captured_at": _real,
+        "captured_at": _unix_time,
         "start_s": _real,
         "end_s": _real,
         "speech": _flag,

@@ -9,7 +9,7 @@ import pytest
 import zmq
 from hypothesis import given, settings
 
-from hostile_messages import HOSTILE, mutated_frames, status_body
+from hostile_messages import EMOTION_OK, HOSTILE, mutated_frames, status_body
 
 from serd.messages import (
     EMOTION_PREFIX,
@@ -269,3 +269,11 @@ def test_decode_gives_a_message_error_or_a_message_safe_to_use(frames):
     else:
         view.status = message
     render({message.device: view}, 0.0)
+
+
+@pytest.mark.parametrize("field, value", [("time", -1.0), ("time", 1e300), ("captured_at", 1e18), ("captured_at", -5)])
+def test_times_outside_unix_seconds_are_refused(field, value):
+    """A recorder derives milliseconds from times: 1e300 s overflowed SQLite's INTEGER and stopped it."""
+    body = {**EMOTION_OK, field: value}
+    with pytest.raises(MessageError, match=field):
+        decode([b"serd.emotion.kitchen", json.dumps(body).encode()])

@@ -121,6 +121,9 @@ class BatchWriter(threading.Thread):
                 self._stop_requested.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
+            except Exception as exc:  # a row the driver cannot take: report it and exit 1, never die silently
+                self.error = StoreError(f"cannot write a batch of {len(batch)} rows: {type(exc).__name__}: {exc}")
+                break
             delay = RETRY_FIRST_S
             self.counts.written += len(batch)
             self.counts.batches += 1

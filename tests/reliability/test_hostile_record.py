@@ -9,6 +9,7 @@ summary, keep recording valid ones, and hold its memory within a stated bound.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import time
@@ -32,8 +33,19 @@ MEMORY_BOUND_MB = 60.0
 """Recorder RSS growth allowed over the memory attacks (48 MB of padding and 2000 rooms go through it)."""
 
 
-def record(workdir, url: str, endpoint: str) -> DaemonProcess:
-    return DaemonProcess(["record", "--connect", endpoint, "--db", url], cwd=workdir)
+@contextlib.contextmanager
+def recording():
+    """A publisher and a `serd record` subscribed to it, writing a fresh SQLite file: (url, pub, recorder)."""
+    with short_tmpdir("serd-hostile-record-") as workdir:
+        url, endpoint = f"sqlite://{workdir}/history.sqlite3", f"ipc://{workdir}/pub"
+        pub = TestPublisher(endpoint)
+        recorder = DaemonProcess(["record", "--connect", endpoint, "--db", url], cwd=workdir)
+        try:
+            pub.wait_subscribed()
+            yield url, pub, recorder
+        finally:
+            recorder.kill()
+            pub.close()
 
 
 def stop(recorder: DaemonProcess) -> str:
@@ -52,58 +64,42 @@ def malformed_in(stderr: str) -> int:
 @given(generated=st.lists(mutated_frames(), min_size=60, max_size=60))
 def test_record_counts_hostile_and_generated_messages_and_keeps_recording(generated):
     stream = [HOSTILE[name] for name in HOSTILE if name not in OVERSIZE] + generated
-    with short_tmpdir("serd-hostile-record-") as workdir:
-        url, endpoint = f"sqlite://{workdir}/history.sqlite3", f"ipc://{workdir}/pub"
-        pub = TestPublisher(endpoint)
-        recorder = record(workdir, url, endpoint)
-        try:
-            pub.wait_subscribed()
-            for frames in stream:
-                pub.send_raw(frames)
-            now = time.time()
-            for seq in range(3):
-                pub.send(emotion("after", seq, now + seq))
-            assert wait_for_rows(url, "after", 3, recorder) == [0, 1, 2]
-            stderr = stop(recorder)
-        finally:
-            recorder.kill()
-            pub.close()
+    with recording() as (url, pub, recorder):
+        for frames in stream:
+            pub.send_raw(frames)
+        now = time.time()
+        for seq in range(3):
+            pub.send(emotion("after", seq, now + seq))
+        assert wait_for_rows(url, "after", 3, recorder) == [0, 1, 2]
+        stderr = stop(recorder)
     assert malformed_in(stderr) == sum(rejected(f) for f in stream), stderr
 
 
 def test_record_memory_is_bounded_by_bytes_not_counts():
     """The dashboard's memory attacks, against the recorder: padded messages, 2000 rooms, a 100 MB frame."""
-    with short_tmpdir("serd-hostile-record-") as workdir:
-        url, endpoint = f"sqlite://{workdir}/history.sqlite3", f"ipc://{workdir}/pub"
-        pub = TestPublisher(endpoint)
-        recorder = record(workdir, url, endpoint)
-        try:
-            pub.wait_subscribed()
-            now = time.time()
-            pub.send(emotion("marker", 0, now))
-            wait_for_rows(url, "marker", 1, recorder)
-            baseline = peak = rss_mb(recorder.pid)
-            for seq in range(800):
-                pub.send_raw(padded(emotion("padded", seq, now + seq * 0.5), BIG_PADDING))
-            for i in range(400):
-                pub.send_raw(padded(status(f"{i:03d}" + "d" * 61, 0, now), BIG_PADDING))
-            for i in range(2000):
-                pub.send(emotion(f"room-{i:04d}", 0, now))
-            pub.send(emotion("marker", 1, now + 1))
-            wait_for_rows(url, "marker", 2, recorder)
+    with recording() as (url, pub, recorder):
+        now = time.time()
+        pub.send(emotion("marker", 0, now))
+        wait_for_rows(url, "marker", 1, recorder)
+        baseline = peak = rss_mb(recorder.pid)
+        for seq in range(800):
+            pub.send_raw(padded(emotion("padded", seq, now + seq * 0.5), BIG_PADDING))
+        for i in range(400):
+            pub.send_raw(padded(status(f"{i:03d}" + "d" * 61, 0, now), BIG_PADDING))
+        for i in range(2000):
+            pub.send(emotion(f"room-{i:04d}", 0, now))
+        pub.send(emotion("marker", 1, now + 1))
+        wait_for_rows(url, "marker", 2, recorder)
+        peak = max(peak, rss_mb(recorder.pid))
+        # One 100 MB frame: ZeroMQ drops that publisher on the frame's header (ZMQ_MAXMSGSIZE).
+        pub.send_raw([b"serd.status.big", b"x" * (100 * 1024 * 1024)])
+        watch_until = time.monotonic() + 2.0  # not a timing assertion: RSS is sampled while the frame arrives
+        while time.monotonic() < watch_until and recorder.poll() is None:
             peak = max(peak, rss_mb(recorder.pid))
-            # One 100 MB frame: ZeroMQ drops that publisher on the frame's header (ZMQ_MAXMSGSIZE).
-            pub.send_raw([b"serd.status.big", b"x" * (100 * 1024 * 1024)])
-            watch_until = time.monotonic() + 2.0  # not a timing assertion: RSS is sampled while the frame arrives
-            while time.monotonic() < watch_until and recorder.poll() is None:
-                peak = max(peak, rss_mb(recorder.pid))
-                time.sleep(0.1)
-            assert recorder.poll() is None, recorder.stderr_text()
-            peak = max(peak, rss_mb(recorder.pid))
-            stderr = stop(recorder)
-        finally:
-            recorder.kill()
-            pub.close()
+            time.sleep(0.1)
+        assert recorder.poll() is None, recorder.stderr_text()
+        peak = max(peak, rss_mb(recorder.pid))
+        stderr = stop(recorder)
         store = open_store(url)
         try:
             padded_rows = store.query("SELECT COUNT(*) FROM windows WHERE device = ?", ("padded",))[0][0]
