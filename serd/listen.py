@@ -130,8 +130,6 @@ def listen_command(args: argparse.Namespace) -> int:
         return 1
     live_view = sys.stdout.isatty() and not args.json
     where = ", ".join(endpoints)
-    if not live_view:  # stderr: JSON lines on stdout stay clean
-        print(waiting_line(where), file=sys.stderr, flush=True)
     devices: dict[str, DeviceView] = {}
     last_seq: dict[str, int] = {}
     emotions = 0
@@ -141,6 +139,9 @@ def listen_command(args: argparse.Namespace) -> int:
     poller = zmq.Poller()
     poller.register(socket, zmq.POLLIN)
     try:
+        # Inside the try: a Ctrl-C right after this line (a script waits for it) still ends in 130.
+        if not live_view:  # stderr: JSON lines on stdout stay clean
+            print(waiting_line(where), file=sys.stderr, flush=True)
         while True:
             if args.timeout and time.monotonic() - started >= args.timeout:
                 if not last_seq:  # not one message: say so, rather than exit as if all were well
