@@ -36,8 +36,12 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_REFUSED_PER_PEER = 32
 """Subscriptions to anything but serd's own topics one connection may send before it is cut off."""
-SUBSCRIPTIONS_PER_SEND = 1000
-"""Subscription messages read per send at most, so that a flood costs the worker little per window."""
+SUBSCRIPTIONS_PER_SECOND = 1000
+"""Subscription messages read per second at most (a real subscriber sends one or two), so that a flood
+costs the worker little, and is cut at a bounded pace: about 30 connections a second, each leaving
+40-55 KB for the next trim. Unread ones wait inside libzmq, a few per connection (`SUBSCRIPTION_RCVHWM`)."""
+FRAMES_PER_CALL = 5000
+"""Subscription messages read in one call at most, unsubscriptions included (a few ms of work)."""
 SUBSCRIPTION_RCVHWM = 10
 """Subscription messages libzmq takes from one connection ahead of the worker reading them (a real
 subscriber sends one or two; more just wait in TCP). Small, because each one libzmq takes in is also
@@ -106,6 +110,8 @@ class Publisher:
         self.cut_peers = 0
         self._accepted = topic_prefixes(device_id)
         self._refused_by_fd: dict[int, int] = {}
+        self._budget_second = 0
+        self._budget_left = SUBSCRIPTIONS_PER_SECOND
         self._trim_until: float | None = None
         """Hand free heap back to the OS until then (monotonic seconds; set by a cut); None: nothing to do."""
         self._trimmed_at = 0.0
@@ -162,15 +168,24 @@ class Publisher:
         self._socket.curve_server = True  # must precede bind
 
     def serve_subscriptions(self) -> None:
-        """Accept or refuse the subscriptions that arrived (at most `SUBSCRIPTIONS_PER_SEND`); never blocks."""
+        """Accept or refuse the subscriptions that arrived (at most `SUBSCRIPTIONS_PER_SECOND`); never blocks."""
         self._release_memory_of_cut_peers()
-        for _ in range(SUBSCRIPTIONS_PER_SEND):
+        second = int(time.monotonic())
+        if second != self._budget_second:
+            self._budget_second, self._budget_left = second, SUBSCRIPTIONS_PER_SECOND
+        for _ in range(FRAMES_PER_CALL):
+            if self._budget_left <= 0:
+                return
             try:
                 frame = self._socket.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             body = frame.bytes
             kind, topic = (body[0], body[1:]) if body else (None, b"")
+            if kind != UNSUBSCRIBE:
+                # Unsubscriptions are libzmq's own, for the subscriptions of ended connections: draining
+                # them is cheap and frees them, so only the rest is rationed.
+                self._budget_left -= 1
             if kind in (SUBSCRIBE, UNSUBSCRIBE) and topic in self._accepted:
                 # Applies to the connection this subscription came from (libzmq's "last pipe").
                 self._socket.setsockopt(zmq.SUBSCRIBE if kind == SUBSCRIBE else zmq.UNSUBSCRIBE, topic)
