@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers_daemon import DaemonProcess
 from pg_cluster import reset_database, server_bin_dir, throwaway_cluster
 from serd.messages import EmotionMessage, StatusMessage, decode, encode
+from serd.record.store import open_store
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 BACKENDS = ("sqlite", "postgresql")
+WAIT_ROWS_S = 60.0
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +95,29 @@ class TestPublisher:
 
     def close(self) -> None:
         self.socket.close()
+
+
+def stored_seqs(url: str, device: str) -> list[int]:
+    store = open_store(url)
+    try:
+        return [r[0] for r in store.query("SELECT seq FROM windows WHERE device = ? ORDER BY seq", (device,))]
+    finally:
+        store.close()
+
+
+def wait_for_rows(url: str, device: str, n: int, recorder: DaemonProcess, timeout_s: float = WAIT_ROWS_S) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            seqs = stored_seqs(url, device)
+        except Exception:  # not created yet
+            seqs = []
+        if len(seqs) >= n:
+            return seqs
+        assert recorder.poll() is None, f"serd record exited early:\n{recorder.stderr_text()}"
+        assert time.monotonic() < deadline, f"only {len(seqs)} of {n} rows after {timeout_s} s:\n{recorder.stderr_text()}"
+        time.sleep(0.1)
+
+
+def start_recorder(workdir: Path, url: str, endpoint: str, *extra: str, env: dict | None = None) -> DaemonProcess:
+    return DaemonProcess(["record", "--connect", endpoint, "--db", url, *extra], cwd=workdir, env=env)

@@ -17,36 +17,11 @@ from pathlib import Path
 import pytest
 
 from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_env, serd_lines
-from helpers_record import LABELS, TestPublisher, db_url, emotion, pg_server_url, status  # noqa: F401 (fixtures)
+from helpers_record import (LABELS, TestPublisher, db_url, emotion, pg_server_url, start_recorder,  # noqa: F401
+                            status, stored_seqs, wait_for_rows)
 from serd.record.store import open_store
 
 WAIT_S = 60.0
-
-
-def stored_seqs(url: str, device: str) -> list[int]:
-    store = open_store(url)
-    try:
-        return [r[0] for r in store.query("SELECT seq FROM windows WHERE device = ? ORDER BY seq", (device,))]
-    finally:
-        store.close()
-
-
-def wait_for_rows(url: str, device: str, n: int, recorder: DaemonProcess, timeout_s: float = WAIT_S) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            seqs = stored_seqs(url, device)
-        except Exception:  # not created yet
-            seqs = []
-        if len(seqs) >= n:
-            return seqs
-        assert recorder.poll() is None, f"serd record exited early:\n{recorder.stderr_text()}"
-        assert time.monotonic() < deadline, f"only {len(seqs)} of {n} rows after {timeout_s} s:\n{recorder.stderr_text()}"
-        time.sleep(0.1)
-
-
-def start_recorder(workdir: Path, url: str, endpoint: str, *extra: str, env: dict | None = None) -> DaemonProcess:
-    return DaemonProcess(["record", "--connect", endpoint, "--db", url, *extra], cwd=workdir, env=env)
 
 
 def test_record_then_history_csv_holds_every_window_published(workdir, db_url):  # noqa: F811

@@ -16,7 +16,7 @@ import pytest
 import soundfile
 
 from helpers_daemon import DEMO_FLAC, DaemonProcess, assert_no_traceback, run_serd, short_tmpdir
-from test_record_cli import wait_for_rows
+from helpers_record import wait_for_rows
 from serd.record.store import open_store
 
 pytestmark = pytest.mark.slow

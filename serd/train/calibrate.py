@@ -25,6 +25,7 @@ import numpy as np
 from serd.analysis import GateSettings, file_windows, gate_windows
 from serd.features import FeatureParams
 from serd.train import metrics
+from serd.train.cli import DEFAULT_DATA, comma_ints
 from serd.train.corpora import DataSpec, parse_spec
 from serd.train.data import Corpus
 from serd.train.splits import cv_folds
@@ -66,8 +67,8 @@ def cross_fold(run_dir: Path, data: list[DataSpec], kind: str, hop_s: float = 0.
     first = next(run_dir.glob(f"{folds[0]}-*-{kind}.tflite"))
     label_set = json.loads(first.with_suffix(".json").read_text())["label_set"]
     corpus = Corpus.from_specs(data, label_set, FeatureParams().sample_rate, actors)
-    splits = {s.name: s for s in cv_folds(corpus.clips, n_folds, val_per_corpus)}
-    splits = [splits[name] for name in folds]
+    by_name = {s.name: s for s in cv_folds(corpus.clips, n_folds, val_per_corpus)}
+    splits = [by_name[name] for name in folds]
     per_fold = {}
     for name, split in zip(folds, splits):
         path = next(run_dir.glob(f"{name}-*-{kind}.tflite"))
@@ -120,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", action="append", metavar="KIND=PATH",
-                        help="the cv run's corpora, as for serd train (default: ravdess=../shared/data/ravdess)")
+                        help=f"the cv run's corpora, as for serd train (default: {DEFAULT_DATA})")
     parser.add_argument("--actors", default="", help="comma-separated RAVDESS actors, if the cv run had --actors")
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--also-temperature", type=float, action="append", default=[],
@@ -131,10 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        specs = [parse_spec(text) for text in (args.data or ["ravdess=../shared/data/ravdess"])]
+        specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
     except ValueError as exc:
         parser.error(str(exc))
-    actors = {int(a) for a in args.actors.split(",") if a.strip()} or None
+    actors = set(comma_ints(args.actors)) or None
     report = cross_fold(args.run_dir, specs, args.kind, n_folds=args.folds, val_per_corpus=args.val_per_corpus,
                         actors=actors, also=tuple(args.also_temperature))
     (args.run_dir / f"calibration-{args.kind}.json").write_text(json.dumps(report, indent=1))

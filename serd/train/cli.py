@@ -85,7 +85,8 @@ def add_evaluate_parser(subparsers) -> None:
     p.set_defaults(func=run_evaluate)
 
 
-def _ints(text: str) -> list[int]:
+def comma_ints(text: str) -> list[int]:
+    """`--actors 1,2,3` and the like; a bad number ends the command in one line."""
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
@@ -132,13 +133,13 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         augment=augment,
     )
-    actors = set(_ints(args.actors)) or None
+    actors = set(comma_ints(args.actors)) or None
     try:
         corpus = Corpus.from_specs(specs, args.label_set, params.sample_rate, actors)
         ravdess_only = corpus.corpora == ["ravdess"]
         if args.protocol == "cv":
             splits = cv_folds(corpus.clips, args.folds, args.val_per_corpus)
-            only = set(_ints(args.only_folds))
+            only = set(comma_ints(args.only_folds))
             splits = [s for k, s in enumerate(splits, 1) if not only or k in only]
         elif args.protocol == "seed":
             if not ravdess_only:
@@ -148,9 +149,9 @@ def run_train(args: argparse.Namespace) -> int:
             tests = [args.test_corpus] if args.test_corpus else corpus.corpora
             splits = [corpus_holdout(corpus.clips, name, 2 * args.val_per_corpus) for name in tests]
         elif ravdess_only:
-            splits = [holdout_actors(corpus.clips, tuple(_ints(args.val_actors)))]
+            splits = [holdout_actors(corpus.clips, tuple(comma_ints(args.val_actors)))]
         else:
-            splits = [holdout_speakers(corpus.clips, args.val_per_corpus, tuple(_ints(args.val_actors)))]
+            splits = [holdout_speakers(corpus.clips, args.val_per_corpus, tuple(comma_ints(args.val_actors)))]
     except ValueError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 2

@@ -19,11 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers_daemon import DaemonProcess, assert_no_traceback, short_tmpdir
-from helpers_record import TestPublisher, emotion, status
+from helpers_record import TestPublisher, emotion, start_recorder, status, wait_for_rows
 from helpers_reliability import rss_mb
 from hostile_messages import HOSTILE, OVERSIZE, mutated_frames, padded, rejected
 from serd.record.store import open_store
-from test_record_cli import wait_for_rows
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -39,7 +38,7 @@ def recording():
     with short_tmpdir("serd-hostile-record-") as workdir:
         url, endpoint = f"sqlite://{workdir}/history.sqlite3", f"ipc://{workdir}/pub"
         pub = TestPublisher(endpoint)
-        recorder = DaemonProcess(["record", "--connect", endpoint, "--db", url], cwd=workdir)
+        recorder = start_recorder(workdir, url, endpoint)
         try:
             pub.wait_subscribed()
             yield url, pub, recorder
