@@ -237,7 +237,9 @@ def ravdess_clips(root: Path) -> list[Path]:
 
 
 def nemo_clips(root: Path) -> list[Path]:
-    return sorted((root / "nemo" / "samples").glob("*.flac"))
+    samples = root / "nemo" / "samples"
+    # nEMO was FLAC and is now Ogg Opus: take whichever the corpus holds.
+    return sorted([*samples.glob("*.flac"), *samples.glob("*.ogg")])
 
 
 def speaker_of(path: Path) -> str:
