@@ -124,11 +124,15 @@ class RecordSettings:
     """CURVE: this recorder's secret key file."""
 
 
+DEFAULT_MODEL = "serd-emotion6-int8"
+"""The shipped model every command uses unless told otherwise (models/README.md)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     device_id: str = "serd"
     """Name of this daemon in topics and messages (letters, digits, `_.:-`)."""
-    model: str = "serd-emotion6-int8"
+    model: str = DEFAULT_MODEL
     """Model name in the models directory, or a path to a .tflite (its .json sidecar beside it)."""
     source: SourceSettings = field(default_factory=SourceSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from serd.config import EX_INTERRUPTED
+from serd.config import DEFAULT_MODEL, EX_INTERRUPTED
 from serd.dashboard.server import (
     MAX_UPLOAD_BYTES,
     MB,
@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
                    help="read the access token from the first line of FILE (keep it mode 600)")
     p.add_argument("--allow-insecure", action="store_true",
                    help="serve a non-loopback address without a token (anyone who can reach it sees the page)")
-    p.add_argument("--model", default="serd-emotion6-int8",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="model for the upload panel: name or .tflite path (default %(default)s)")
     p.add_argument("--server-key", type=Path, default=None, help="CURVE: the publisher's public key file")
     p.add_argument("--client-key", type=Path, default=None, help="CURVE: this client's secret key file")
