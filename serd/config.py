@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serd.messages import DEVICE_ID_PATTERN  # one definition: the wire format owns it
+from serd.messages import DEVICE_ID_PATTERN, DEVICE_RULE  # one definition: the wire format owns it
 from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD, VAD_KINDS
 
 EX_CONFIG = 78
@@ -233,7 +233,7 @@ def is_loopback_endpoint(endpoint: str) -> bool:
 def validate(s: Settings) -> Settings:
     """Checks of values (types are already checked); raises ConfigError."""
     # fullmatch: `$` would also match before a trailing newline ("room\n" in a topic).
-    _check(bool(DEVICE_ID_PATTERN.fullmatch(s.device_id)), "device_id", "1-64 letters, digits or _.:- ", s.device_id)
+    _check(bool(DEVICE_ID_PATTERN.fullmatch(s.device_id)), "device_id", DEVICE_RULE, s.device_id)
     _check(bool(s.model.strip()), "model", "a model name or path", s.model)
     src = s.source
     _check(src.kind in ("mic", "file", "stdin"), "source.kind", "mic, file or stdin", src.kind)

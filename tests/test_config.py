@@ -373,3 +373,13 @@ def test_record_section_is_validated(record, path):
 def test_record_section_takes_a_list_of_endpoints():
     s = config.from_dict({"record": {"connect": ["tcp://127.0.0.1:5556", "ipc:///run/serd/room2"], "keep_days": 3}})
     assert s.record.connect == ("tcp://127.0.0.1:5556", "ipc:///run/serd/room2") and s.record.keep_days == 3.0
+
+
+def test_device_id_length_comes_from_the_wire_format():
+    """Issue 19, item 4: the config, encode and decode share one limit (messages.MAX_DEVICE_CHARS)."""
+    from serd.messages import MAX_DEVICE_CHARS
+
+    for chars in (1, MAX_DEVICE_CHARS):
+        assert config.from_dict({"device_id": "d" * chars}).device_id == "d" * chars
+    with pytest.raises(ConfigError, match=f"device_id: expected 1-{MAX_DEVICE_CHARS} letters"):
+        config.from_dict({"device_id": "d" * (MAX_DEVICE_CHARS + 1)})

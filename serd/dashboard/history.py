@@ -21,6 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 from serd.dashboard.settings import DashboardError
+from serd.messages import MAX_DEVICE_CHARS
 from serd.record import queries
 from serd.record.store import Store, StoreError, open_store
 from serd.record.when import EVERY, local_midnight
@@ -29,7 +30,6 @@ _LOGGER = logging.getLogger(__name__)
 
 PREFIX = "/api/history/"
 MAX_DAYS = 31
-MAX_DEVICE_CHARS = 64
 DAY_S = 86400
 
 
