@@ -54,6 +54,13 @@ def wait_written(writer: BatchWriter, rows: int) -> None:
         time.sleep(0.05)
 
 
+def write_windows(writer: BatchWriter, device: str, seqs: range) -> None:
+    """Offer a window per seq and wait until it is written (one device's windows from seq 0 are the only rows)."""
+    for i in seqs:
+        offer_window(writer, device, i)
+    wait_written(writer, seqs.stop)
+
+
 def test_a_fresh_database_gets_the_current_schema(store):
     assert store.schema_version() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # opening again changes nothing
@@ -289,14 +296,10 @@ def test_a_lost_postgresql_connection_is_retried_and_reconnected(db_url):  # noq
     writer.start()
     admin = open_store(db_url)
     try:
-        for i in range(20):
-            offer_window(writer, "pg", i)
-        wait_written(writer, 20)
+        write_windows(writer, "pg", range(20))
         pid = store.query("SELECT pg_backend_pid()")[0][0]
         admin.execute("SELECT pg_terminate_backend(?)", (pid,))  # the server drops the recorder's connection
-        for i in range(20, 40):
-            offer_window(writer, "pg", i)
-        wait_written(writer, 40)
+        write_windows(writer, "pg", range(20, 40))
     finally:
         writer.stop()
         admin.close()
@@ -359,14 +362,10 @@ def test_a_deleted_sqlite_file_is_reopened_and_nothing_is_written_into_the_void(
     writer = BatchWriter(store, WriterSettings(flush_s=0.05, batch_rows=10))
     writer.start()
     try:
-        for i in range(5):
-            offer_window(writer, "rm", i)
-        wait_written(writer, 5)
+        write_windows(writer, "rm", range(5))
         for suffix in ("", "-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
-        for i in range(5, 12):
-            offer_window(writer, "rm", i)
-        wait_written(writer, 12)
+        write_windows(writer, "rm", range(5, 12))
     finally:
         writer.stop()
         store.close()

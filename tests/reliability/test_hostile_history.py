@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from helpers_daemon import run_serd, short_tmpdir
 from helpers_record import emotion
-from helpers_service import STARTUP_S, ServeProcess, assert_one_line_error
+from helpers_service import STARTUP_S, ServeProcess, assert_one_line_error, get_json
 from serd.messages import encode
 from serd.record.recorder import Recorder
 from serd.record.store import open_store
@@ -50,28 +48,20 @@ def history_db():
         yield workdir, url
 
 
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_dashboard_history_answers_400_to_a_day_without_a_next_midnight_and_200_to_infinite_sums(history_db):
     workdir, url = history_db
     with ServeProcess(["dashboard", "--db", url, "--connect", f"ipc://{workdir}/none", "--listen", "127.0.0.1:0"],
                       cwd=workdir, log_dir=workdir) as dashboard:
         base = re.search(r"serving on (http://\S+/)", dashboard.wait_for_stderr("serving on", STARTUP_S)).group(1)
         for day in ("9999-12-31", "0001-01-01", "2026-02-30"):
-            status, body = get(f"{base}api/history/room?device={ROOM}&day={day}&every=1m")
+            status, body = get_json(f"{base}api/history/room?device={ROOM}&day={day}&every=1m")
             assert status == 400 and body["error"].startswith("day: expected a date") and "\n" not in body["error"]
         today = time.strftime("%Y-%m-%d", time.localtime(time.time() - 600))
         for every in ("1m", "1h"):
-            status, body = get(f"{base}api/history/room?device={ROOM}&day={today}&every={every}")
+            status, body = get_json(f"{base}api/history/room?device={ROOM}&day={today}&every={every}")
             assert status == 200 and sum(b["windows"] for b in body["buckets"]) == 20
             assert {b["level_dbfs"] for b in body["buckets"]} == {None}
-        status, table = get(f"{base}api/history/table?days=2")
+        status, table = get_json(f"{base}api/history/table?days=2")
         assert status == 200 and [row["device"] for row in table["rows"]] == [ROOM]
         assert dashboard.stop() == 0
         stderr = dashboard.stderr_text()
