@@ -207,18 +207,33 @@ class Publisher:
 
         ZeroMQ authenticates a client only when it connects, so re-reading the list alone would
         leave a revoked client receiving until it reconnects. Returns the connections cut.
+
+        A list that cannot be read (the directory deleted, a key file broken) is an empty list,
+        not the old one (pyzmq's `configure_curve` keeps the old list and only logs): every
+        connection is cut and nobody gets in until it is readable and serd reloaded again. Then
+        PublisherError says so, for the daemon to refuse the reload.
         """
         if self._auth is None:
             return 0
+        import zmq.auth
+
         self.serve_subscriptions()  # know every connection that subscribed so far
         location = str(self.settings.curve.authorized_clients)
-        self._auth.configure_curve(domain="*", location=location)
-        allowed = {key.decode("ascii") if isinstance(key, bytes) else str(key)
-                   for key in self._auth.certs.get("*", {})}
+        problem = None
+        try:
+            certs = zmq.auth.load_certificates(location)
+        except (OSError, ValueError) as exc:
+            certs, problem = {}, str(exc) if Path(location).is_dir() else "not a directory (deleted?)"
+        self._auth.certs["*"] = certs  # what configure_curve sets; the authenticator reads it per handshake
+        allowed = {key.decode("ascii") if isinstance(key, bytes) else str(key) for key in certs}
         revoked = [fd for fd, client in self._client_by_fd.items() if client not in allowed]
         for fd in revoked:
             self._client_by_fd.pop(fd, None)
             self._shutdown(fd)
+        if problem is not None:
+            raise PublisherError(f"publisher.curve.authorized_clients: {location}: {problem}; no client is "
+                                 f"authorized until it is readable and serd reloaded (SIGHUP); "
+                                 f"{len(revoked)} connection(s) closed", config_error=True)
         _LOGGER.info("CURVE: %d authorized client key(s) re-read from %s; %d connection(s) of removed keys closed",
                      len(allowed), location, len(revoked))
         return len(revoked)

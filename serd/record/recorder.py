@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from serd.config import EX_INTERRUPTED
 from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, EmotionMessage, MessageError, decode
@@ -36,7 +36,8 @@ class RecorderCounts:
     gaps: int = 0
     missing: int = 0
     sessions: int = 0
-    devices: set[str] = field(default_factory=set)
+    replayed: int = 0
+    """Messages whose seq and time went back for their device: ignored."""
 
 
 class Recorder:
@@ -68,24 +69,30 @@ class Recorder:
             log("skipped a malformed message (%s)", exc)
             return
         self.counts.received += 1
-        self.counts.devices.add(message.device)
         topic = EMOTION if isinstance(message, EmotionMessage) else STATUS
-        session, sessions, gaps = self.tracker.place(message.device, topic, message.seq, message.time)
-        for row in sessions:
+        placed = self.tracker.place(message.device, topic, message.seq, message.time)
+        if placed is None:
+            self.counts.replayed += 1
+            log = _LOGGER.warning if self.counts.replayed == 1 else _LOGGER.debug
+            log("%s: ignored a %s message whose seq and time went back (seq %d): a replay or a duplicate",
+                message.device, topic, message.seq)
+            return
+        for row in placed.sessions:
             self.counts.sessions += 1
             self.writer.offer("sessions", row)
-        for row in gaps:
+        for row in placed.gaps:
             self.counts.gaps += 1
             self.counts.missing += row[5]
             self.writer.offer("gaps", row)
-        row = window_row(message, session) if topic == EMOTION else status_row(message, session)
-        self.writer.offer("windows" if topic == EMOTION else "statuses", row, message.device, topic, session,
+        row = window_row(message, placed.session) if topic == EMOTION else status_row(message, placed.session)
+        self.writer.offer("windows" if topic == EMOTION else "statuses", row, message.device, topic, placed.session,
                           message.seq, message.time)
 
     def summary(self) -> str:
         c, w = self.counts, self.writer.counts
-        return (f"{len(c.devices)} rooms, received {c.received}, written {w.written}, queued {self.writer.queued}, "
-                f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}")
+        return (f"{len(self.tracker)} rooms, received {c.received}, written {w.written}, queued {self.writer.queued}, "
+                f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}, "
+                f"replayed {c.replayed}, refused by the database {sum(w.refused.values())}")
 
     def run(self) -> int:
         """Until SIGTERM (0), SIGINT (130) or a database that cannot be written (1)."""

@@ -6,7 +6,10 @@ the loss as a gap with reason "dropped" (never silently). The writer commits one
 transaction per `flush_s` or per `batch_rows` rows, retries a transient failure (a locked
 file, a lost server) with backoff while the queue absorbs what arrives, and stops on a
 permanent one (a full disk, a read-only file) with `error` set for the recorder to report.
-It also runs retention every `prune_every_s`.
+A row the database refuses (a constraint, a value beyond its range) is dropped and counted,
+and the rest of its batch written row by row: one bad row never stops the recorder.
+Before each commit it checks that the database file is still the one at its path (a deleted
+file would swallow every row). It also runs retention every `prune_every_s`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serd.record.rows import DROPPED
 from serd.record.store import Store, StoreError
@@ -27,6 +30,10 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 STOP_FLUSH_S = 10.0
 """On shutdown, how long the writer keeps trying to commit what is queued."""
+BATCH_KINDS = ("sessions", "windows", "statuses", "gaps")
+"""The rows of a batch, in the order they are written (a window's session first)."""
+UNBINDABLE = (OverflowError, ValueError)
+"""What a driver raises for a value it cannot send at all (sqlite3: an integer over 64 bits)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class WriterCounts:
     dropped: int = 0
     batches: int = 0
     retries: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    """Rows the database refused, by kind (windows, statuses, sessions, gaps): dropped."""
+    reopened: int = 0
+    """Times the database file was found deleted or replaced, and a new one opened."""
 
 
 class BatchWriter(threading.Thread):
@@ -108,7 +119,9 @@ class BatchWriter(threading.Thread):
                 self._wake.clear()
                 continue
             try:
-                write_batch(self.store, batch, self._last_start)
+                if self.store.reopen_if_replaced():
+                    self.counts.reopened += 1
+                self._write(batch)
             except StoreError as exc:
                 if not exc.transient:
                     self.error = exc  # the recorder reports it, once, and exits 1
@@ -125,13 +138,49 @@ class BatchWriter(threading.Thread):
                 self.error = StoreError(f"cannot write a batch of {len(batch)} rows: {type(exc).__name__}: {exc}")
                 break
             delay = RETRY_FIRST_S
-            self.counts.written += len(batch)
             self.counts.batches += 1
             batch = None
             if stop_deadline is None and len(self._queue) < self.settings.batch_rows:
                 # Wait for the rest of this second's rows: one transaction per flush_s, not per row.
                 self._wake.wait(self.settings.flush_s)
                 self._wake.clear()
+
+    def _write(self, batch: Batch) -> None:
+        """Commit a batch; if the database refuses a row of it, write it row by row without that row."""
+        try:
+            write_batch(self.store, batch, self._last_start)
+        except StoreError as exc:
+            if not exc.refused:
+                raise
+        except UNBINDABLE:
+            pass
+        else:
+            self.counts.written += len(batch)
+            return
+        self._write_each(batch)
+
+    def _write_each(self, batch: Batch) -> None:
+        # Rows leave `batch` as they are done, so a transient failure half-way retries only the rest.
+        for kind in BATCH_KINDS:
+            rows = getattr(batch, kind)
+            while rows:
+                try:
+                    write_batch(self.store, Batch(**{kind: rows[:1]}), self._last_start)
+                except StoreError as exc:
+                    if not exc.refused:
+                        raise
+                    self._refuse(kind, str(exc))
+                except UNBINDABLE as exc:
+                    self._refuse(kind, f"{type(exc).__name__}: {exc}")
+                else:
+                    self.counts.written += 1
+                del rows[0]
+
+    def _refuse(self, kind: str, reason: str) -> None:
+        refused = self.counts.refused[kind] = self.counts.refused.get(kind, 0) + 1
+        if refused == 1:  # once per kind; the recorder's summary counts the rest
+            _LOGGER.warning("the database refused a row of %s and it was dropped (%s); further refused rows "
+                            "are counted in the summary", kind, reason)
 
     def _take(self) -> Batch:
         batch = Batch()
