@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from serd.messages import MessageError, decode
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DEMO_FLAC = REPO_ROOT / "examples" / "demo.flac"
@@ -196,6 +198,25 @@ def sub_socket(context: zmq.Context, endpoint: str, rcvhwm: int = 0, rcvbuf: int
     sock.setsockopt(zmq.SUBSCRIBE, topic)
     sock.connect(endpoint)
     return sock
+
+
+def emotions_in(sub: zmq.Socket, seconds: float, on_tick=None) -> int:
+    """Emotion messages a subscriber decodes in `seconds` (malformed ones skipped); `on_tick` at each wake-up."""
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if on_tick is not None:
+            on_tick()
+        if sub.poll(200):
+            while True:
+                try:
+                    frames = sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    count += decode(frames).topic.startswith("serd.emotion.")
+                except MessageError:
+                    pass
+    return count
 
 
 def wait_readable(sock: zmq.Socket, daemon: Daemon, timeout_s: float = STARTUP_S, what: str = "a message") -> None:
