@@ -31,7 +31,9 @@ DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 # A real emotion message is ~0.5 KB and a status ~0.4 KB; the bounds leave room for growth.
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest frame accepted; also every SUB socket's ZMQ_MAXMSGSIZE (a bigger frame drops the peer)."""
-MAX_TOPIC_BYTES = len(STATUS_PREFIX) + 64
+MAX_TOPIC_BYTES = max(len(EMOTION_PREFIX), len(STATUS_PREFIX)) + 64
+"""`serd.emotion.` and a 64-character device (77 bytes; it was the shorter status prefix, so such a device's
+emotion messages were refused at decode)."""
 MAX_LABELS = 32
 MAX_LABEL_CHARS = 32
 MAX_MODEL_CHARS = 128

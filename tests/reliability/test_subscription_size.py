@@ -22,6 +22,7 @@ import pytest
 import zmq
 
 from helpers_daemon import short_tmpdir
+from helpers_record import emotion
 from helpers_reliability import (
     DEMO_FLAC,
     HERE,
@@ -34,6 +35,9 @@ from helpers_reliability import (
     sub_socket,
     write_config,
 )
+from serd.config import PublisherSettings
+from serd.messages import EMOTION_PREFIX, decode
+from serd.publisher import SUBSCRIPTION_MAXMSGSIZE, Publisher
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -52,9 +56,16 @@ ATTACKS = {
     "3 flooders x 3000 of 1 KB, reconnecting every 0.3 s": (
         ["--bytes", "1000", "--topics", "3000", "--sockets", "3", "--reconnect-s", "0.3"], 25.0),
 }
+JUST_UNDER = "3 flooders x 3000 just under the XPUB's frame limit, reconnecting every 0.3 s"
+ATTACKS[JUST_UNDER] = (["--bytes", str(SUBSCRIPTION_MAXMSGSIZE - 1), "--topics", "3000", "--sockets", "3",
+                        "--reconnect-s", "0.3"], 25.0)
+KNOWN_LIMIT = pytest.mark.xfail(reason="known limit (benchmarks/RELIABILITY.md): frames libzmq accepts pile up "
+                                       "faster than the worker reads them; +80 MiB measured", strict=False)
 
 
-@pytest.mark.parametrize("attack", list(ATTACKS))
+
+@pytest.mark.parametrize("attack", [pytest.param(name, marks=KNOWN_LIMIT) if name == JUST_UNDER else name
+                                    for name in ATTACKS])
 def test_big_subscriptions_cost_the_daemon_little_and_windows_keep_flowing(tiny_model_int8, attack):
     flooder_args, attack_s = ATTACKS[attack]
     context = zmq.Context()
@@ -91,3 +102,24 @@ def test_big_subscriptions_cost_the_daemon_little_and_windows_keep_flowing(tiny_
     assert max(peak) - baseline < RSS_GROWTH_MAX_MB, (baseline, max(peak))
     assert settled - baseline < RSS_GROWTH_MAX_MB, (baseline, settled)
     assert windows >= MIN_WINDOWS_SHARE * attack_s * 2, windows
+
+
+def test_the_longest_topic_serd_sends_can_still_be_subscribed_to():
+    """The size limits leave room for a subscription to exactly the longest topic (a 64-character device)."""
+    device = "d" * 64
+    topic = (EMOTION_PREFIX + device).encode()
+    publisher = Publisher(PublisherSettings(bind="tcp://127.0.0.1:*", linger_ms=0), device)
+    context = zmq.Context()
+    sub = sub_socket(context, publisher.endpoint, topic=topic)
+    try:
+        deadline, seq = time.monotonic() + 10.0, 0
+        while not sub.poll(50):
+            assert time.monotonic() < deadline, "the subscription to the longest topic never took effect"
+            publisher.send(emotion(device, seq, time.time()))
+            seq += 1
+        assert decode(sub.recv_multipart()).topic.encode() == topic
+        assert publisher.cut_peers == 0 and publisher.refused_subscriptions == 0
+    finally:
+        sub.close(linger=0)
+        context.term()
+        publisher.close()
