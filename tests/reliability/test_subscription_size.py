@@ -60,7 +60,7 @@ JUST_UNDER = "3 flooders x 3000 just under the XPUB's frame limit, reconnecting 
 ATTACKS[JUST_UNDER] = (["--bytes", str(SUBSCRIPTION_MAXMSGSIZE - 1), "--topics", "3000", "--sockets", "3",
                         "--reconnect-s", "0.3"], 25.0)
 KNOWN_LIMIT = pytest.mark.xfail(reason="known limit (benchmarks/RELIABILITY.md): frames libzmq accepts pile up "
-                                       "faster than the worker reads them; +80 MiB measured", strict=False)
+                                       "faster than the worker reads them; +80 to +92 MiB measured", strict=False)
 
 
 
