@@ -29,6 +29,9 @@ class DashboardSettings:
     token: str | None = None
     """Access token; required when `host` is not loopback (unless `allow_insecure`)."""
     allow_insecure: bool = False
+    trusted_proxy: str | None = None
+    """Address of a reverse proxy in front (e.g. 127.0.0.1): requests from it are throttled by the last
+    X-Forwarded-For entry, the client address it added. None: by the peer address (X-Forwarded-For ignored)."""
     model: str = DEFAULT_MODEL
     """Model for the upload panel: a name in the models directory or a .tflite path."""
     server_key: Path | None = None

@@ -53,6 +53,8 @@ class Recorder:
         self.writer = BatchWriter(store, writer_settings)
         self._stop = threading.Event()
         self.interrupted = False
+        self._sub = None
+        """The Subscriber while running (it counts the connections ZeroMQ dropped and it repaired)."""
 
     def request_stop(self, signum: int | None = None, _frame=None) -> None:
         # Ctrl-C: a clean stop all the same, but the exit code says it was interrupted (as every serd command).
@@ -92,18 +94,16 @@ class Recorder:
         c, w = self.counts, self.writer.counts
         return (f"{len(self.tracker)} rooms, received {c.received}, written {w.written}, queued {self.writer.queued}, "
                 f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}, "
-                f"replayed {c.replayed}, refused by the database {sum(w.refused.values())}")
+                f"replayed {c.replayed}, refused by the database {sum(w.refused.values())}, "
+                f"connections dropped by ZeroMQ {self._sub.dropped if self._sub else 0}")
 
     def run(self) -> int:
         """Until SIGTERM (0), SIGINT (130) or a database that cannot be written (1)."""
         import zmq
 
-        from serd.listen import connect
+        from serd.subscriber import Subscriber
 
-        # connect() sets ZMQ_MAXMSGSIZE (messages.MAX_MESSAGE_BYTES) on every serd SUB socket
-        sub = connect(self.endpoints, [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
+        sub = self._sub = Subscriber(self.endpoints, [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
         self.writer.start()
         self.notifier.ready("recording")
         _LOGGER.info("recording %s into %s", ", ".join(self.endpoints), describe_url(self.store.url))
@@ -112,7 +112,7 @@ class Recorder:
         next_ping = 0.0
         try:
             while not self._stop.is_set() and self.writer.error is None and self.writer.is_alive():
-                if poller.poll(POLL_MS):
+                if sub.poll(POLL_MS):
                     for _ in range(RECV_BATCH):
                         try:
                             frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -127,7 +127,7 @@ class Recorder:
                     _LOGGER.info("%s", self.summary())
                     self.notifier.status(self.summary())
         finally:
-            sub.close(linger=0)
+            sub.close()
             self.notifier.stopping()
             self.writer.stop()
             _LOGGER.info("stopped: %s", self.summary())
