@@ -100,11 +100,21 @@ class Subscriber:
             if self.dropped == 1 or self.dropped % DROP_LOG_EVERY == 0:
                 _LOGGER.warning("%s: connection dropped (a frame over %d bytes, or a failed handshake) and ZeroMQ "
                                 "will not retry it: reconnecting (%d so far)", endpoint, MAX_MESSAGE_BYTES, self.dropped)
-        # A fresh socket rather than disconnect/connect of one endpoint: libzmq names the endpoint as it
-        # resolved it, which need not be the string it was given (a host name).
-        self._close(self.socket, self._monitor)
+        # Only the dropped endpoints are connected afresh: a new socket would also cut the healthy
+        # publishers for a moment and lose what they sent meanwhile. libzmq names an endpoint as it
+        # resolved it, which need not be the string it was given (a host name); only then is the
+        # whole socket opened afresh.
         self._given_up.clear()
-        self.socket, self._monitor = self._open()
+        if not set(endpoints) <= set(self.endpoints):
+            self._close(self.socket, self._monitor)
+            self.socket, self._monitor = self._open()
+            return
+        for endpoint in endpoints:
+            try:
+                self.socket.disconnect(endpoint)
+            except zmq.ZMQError:
+                pass  # libzmq may have forgotten the ended session already; connecting again is what matters
+            self.socket.connect(endpoint)
 
     @staticmethod
     def _close(sock: zmq.Socket, monitor: zmq.Socket) -> None:
