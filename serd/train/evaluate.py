@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from serd.analysis import GateSettings, analyze_windows, file_windows, model_predict_many
+from serd.analysis import GateSettings, analyze_windows, file_windows
 from serd.train import metrics
 from serd.features import SAMPLE_RATE
 from serd.labels import arousal_of, arousal_sides, emotion_of
@@ -55,7 +55,7 @@ def score_model(
     if tuple(model.labels) != tuple(corpus.labels):
         raise ValueError(f"{path}: labels {model.labels} differ from the corpus's {corpus.labels}")
     rng = np.random.default_rng(seed)
-    predict_many = model_predict_many(model)
+    predict_many = model.predict_many
     n_classes = len(model.labels)
     probs, predicted, no_speech = [], [], 0
     window_probs, window_y = [], []
