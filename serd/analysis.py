@@ -7,8 +7,9 @@ upload panel. The daemon runs the very same steps one window at a time
 
 from __future__ import annotations
 
+import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -241,6 +242,71 @@ def analyze_files(
     params = model.params
     recordings = (iter_file_windows(iter_blocks(path, params.sample_rate), params, hop_s) for path in paths)
     return analyze_recordings(recordings, params, model.labels, model.predict_many, gate, batch_windows)
+
+
+GROUP_FILES = 32
+"""Most files a worker of `analyze_paths` takes at a time: enough to batch, few enough to share the work out."""
+
+
+def default_jobs() -> int:
+    """All the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def analyze_paths(
+    paths: Sequence[AudioInput], model, hop_s: float, gate: GateSettings = GateSettings(), jobs: int = 1
+) -> Iterator[AnalysisResult | Exception]:
+    """`analyze_files` over `jobs` processes: consecutive groups of files, each worker with its own model.
+
+    The same path in every worker; results come back in the files' order, as soon
+    as the files before them are done. Ended early (Ctrl-C, a closed pipe), it
+    stops the workers before returning.
+    """
+    paths = list(paths)
+    group = max(1, min(GROUP_FILES, -(-len(paths) // (4 * max(1, jobs)))))
+    groups = [paths[at : at + group] for at in range(0, len(paths), group)]
+    if jobs <= 1 or len(groups) < 2:
+        yield from analyze_files(paths, model, hop_s, gate)
+        return
+    import multiprocessing
+
+    # fork: the workers start with serd imported (a spawned one re-imports numpy and the runtime)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = context.Pool(min(jobs, len(groups)), initializer=_start_worker,
+                        initargs=(str(model.path), model.backend, model.temperature, hop_s, gate))
+    try:
+        for outcomes in pool.imap(_analyze_group, groups):
+            yield from outcomes
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
+_WORKER: dict = {}
+"""A worker process's model and settings (`analyze_paths`)."""
+
+
+def _start_worker(model_path: str, backend: str, temperature: float, hop_s: float, gate: GateSettings) -> None:
+    import signal
+
+    from serd.model import Model
+
+    # Ctrl-C reaches the whole process group: the parent stops the workers (SIGTERM), they do not report it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    model = Model(model_path, backend=backend)
+    model.temperature = temperature
+    _WORKER.update(model=model, hop_s=hop_s, gate=gate)
+
+
+def _analyze_group(paths: list[AudioInput]) -> list[AnalysisResult | Exception]:
+    return list(analyze_files(paths, _WORKER["model"], _WORKER["hop_s"], _WORKER["gate"]))
 
 
 def analyze_file(path: AudioInput, model, hop_s: float, gate: GateSettings = GateSettings()) -> AnalysisResult:
