@@ -171,13 +171,18 @@ class SileroVad:
         running = np.searchsorted(-lengths[order], -np.arange(steps), side="right")  # sequences longer than each step
         outputs = np.zeros((len(sequences), steps, self._hidden), dtype=np.float32)
         n = self._hidden
+        h, c = hidden, cell
         for t in range(steps):
             k = running[t]
-            gates = padded[:k, t] + hidden[:k] @ self._w_hh  # PyTorch's order: input, forget, cell, output
+            if k < h.shape[0]:  # the last rows' sequences have ended: keep their states, step the others
+                hidden[k : h.shape[0]], cell[k : h.shape[0]] = h[k:], c[k:]
+                h, c = h[:k], c[:k]
+            gates = padded[:k, t] + h @ self._w_hh  # PyTorch's order: input, forget, cell, output
             squashed = _sigmoid(gates)
-            cell[:k] = squashed[:, n : 2 * n] * cell[:k] + squashed[:, :n] * np.tanh(gates[:, 2 * n : 3 * n])
-            hidden[:k] = squashed[:, 3 * n :] * np.tanh(cell[:k])
-            outputs[:k, t] = hidden[:k]
+            c = squashed[:, n : 2 * n] * c + squashed[:, :n] * np.tanh(gates[:, 2 * n : 3 * n])
+            h = squashed[:, 3 * n :] * np.tanh(c)
+            outputs[:k, t] = h
+        hidden[: h.shape[0]], cell[: c.shape[0]] = h, c
         voiced = _sigmoid(_matmul(np.maximum(outputs, 0.0), self._w_out[:, None])[..., 0] + self._b_out)
         probs: list[np.ndarray] = [np.empty(0, np.float32)] * len(sequences)
         finals: list[tuple[np.ndarray, np.ndarray]] = [states[0]] * len(sequences)
