@@ -168,7 +168,7 @@ class SileroVad:
         for row, index in enumerate(order):
             padded[row, : lengths[index]] = gates_in[offsets[index] : offsets[index + 1]]
             hidden[row], cell[row] = states[index]
-        running = np.searchsorted(-lengths[order], -np.arange(steps), side="right")  # sequences longer than each step
+        running = np.searchsorted(-lengths[order], -np.arange(steps), side="left")  # sequences longer than each step
         outputs = np.zeros((len(sequences), steps, self._hidden), dtype=np.float32)
         n = self._hidden
         h, c = hidden, cell

@@ -111,6 +111,24 @@ def test_many_streams_at_once_equal_one_window_a_call(sample_clip_paths):
     assert any(0 < share < 1 for shares in alone for share in shares)
 
 
+def test_sequences_of_different_lengths_end_in_their_own_state(sample_clip_paths):
+    """run_many steps the sequences still running: one that has ended must not take another step.
+
+    (It once took one with zero input, which changed the state a file carried into its next stretch.)
+    """
+    vad = make_detector("silero", MODEL_RATE)
+    audio = load_clip(sample_clip_paths[2])
+    chunks = np.stack([np.pad(audio, (64, 0))[k * 512 : k * 512 + 576] for k in range(audio.size // 512)])
+    sequences = [chunks[:5], chunks[3:40], chunks[10:40], chunks[:1]]
+    states = [vad.initial_state(), vad.initial_state(), vad.run(chunks[:10], vad.initial_state())[1], vad.initial_state()]
+    probs, finals = vad.run_many(sequences, states)
+    for sequence, state, p, (hidden, cell) in zip(sequences, states, probs, finals):
+        alone_p, (alone_h, alone_c) = vad.run(sequence, state)
+        np.testing.assert_allclose(p, alone_p, atol=1e-5)
+        np.testing.assert_allclose(hidden, alone_h, atol=1e-5)
+        np.testing.assert_allclose(cell, alone_c, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["ai-edge-litert", "tflite-runtime"])
 def test_batched_int8_inference_is_identical_to_one_window_a_call(tiny_model_int8, backend):
     pytest.importorskip(backend.replace("-", "_"))
