@@ -2,9 +2,11 @@
 
     python benchmarks/run.py [--model serd-emotion6-int8] [--clips 240] [--seed-style] > benchmarks/RESULTS.md
 
-Measures, on this machine, pinned to one core (taskset) where possible:
+RAVDESS clips from $SERD_DATA/ravdess (default ../shared/data/ravdess). Measures, on this machine,
+pinned to one core (taskset) where possible:
 - per-window time of each stage (ring buffer, level gate, voice detector, features, model, encode + send);
-- `analyze` speed as a multiple of real time, over RAVDESS clips;
+- `analyze` speed as a multiple of real time, over RAVDESS clips, with each speech gate (the voice
+  detector, and the level gate alone), on one core (`--jobs 1`) and on all cores (`--jobs N`);
 - the daemon at real time on the demo recording: CPU % of one core, RSS, latency from
   the end of a window (its last sample reaching serd) to a subscriber receiving it
   (p50/p99), and time from start to the first message;
@@ -30,7 +32,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "ravdess"
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import sounds  # noqa: E402  (tests/sounds.py: where the corpora are, as the tests and vad_eval.py find them)
 DEMO = ROOT / "examples" / "demo.flac"
 BLOCK_S = 0.1
 """The file source's default block (config source.block_s)."""
@@ -120,26 +123,27 @@ def stage_times(model_path: Path) -> dict[str, float]:
     return out
 
 
-def analyze_speed(model_path: Path, clips: list[Path], vad: str) -> dict[str, float]:
-    """`serd analyze` over the clips with the speech gate `vad` (`energy`: the level gate alone)."""
+def analyze_speed(model_path: Path, clips: list[Path], vad: str, jobs: int = 1) -> dict[str, float]:
+    """`serd analyze --jobs JOBS` over the clips with the speech gate `vad` (`energy`: the level gate alone)."""
     import soundfile
 
-    from serd.analysis import GateSettings, analyze_file
+    from serd.analysis import GateSettings, analyze_paths
     from serd.model import Model
 
     model = Model(model_path)
     gate = GateSettings(vad=vad)
     audio_s = sum(soundfile.info(str(c)).duration for c in clips)
-    analyze_file(clips[0], model, 0.5, gate)
-    t = time.perf_counter()
-    for clip in clips:
-        analyze_file(clip, model, 0.5, gate)
-    elapsed = time.perf_counter() - t
+    list(analyze_paths(clips[:8], model, 0.5, gate))
+    t, cpu = time.perf_counter(), time.process_time()
+    outcomes = list(analyze_paths(clips, model, 0.5, gate, jobs))
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+    assert not [o for o in outcomes if isinstance(o, Exception)], "every clip must be readable"
     return {"clips": len(clips), "audio_s": audio_s, "seconds": elapsed, "x_realtime": audio_s / elapsed,
-            "ms_per_clip": 1000 * elapsed / len(clips), "vad": vad}
+            "ms_per_clip": 1000 * elapsed / len(clips), "vad": vad, "jobs": jobs,
+            "cpu_seconds_this_process": cpu}
 
 
-def seed_style_speed(clips: list[Path]) -> dict[str, float]:
+def seed_style_speed(clips: list[Path], n_labels: int) -> dict[str, float]:
     """The study's way: librosa.load (resampling to 22.05 kHz), librosa mel, Keras predict per file."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import librosa
@@ -151,7 +155,7 @@ def seed_style_speed(clips: list[Path]) -> dict[str, float]:
     import keras  # noqa: F401
 
     n_frames = 1 + int(3.0 * 22050) // 512
-    model = build("study", (128, n_frames), 6)
+    model = build("study", (128, n_frames), n_labels)
     import_and_build_s = time.perf_counter() - t0
 
     def one(path: Path) -> None:
@@ -162,12 +166,46 @@ def seed_style_speed(clips: list[Path]) -> dict[str, float]:
 
     one(clips[0])
     audio_s = sum(soundfile.info(str(c)).duration for c in clips)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for clip in clips:
         one(clip)
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     return {"clips": len(clips), "audio_s": audio_s, "seconds": elapsed, "x_realtime": audio_s / elapsed,
-            "ms_per_clip": 1000 * elapsed / len(clips), "import_and_build_s": import_and_build_s}
+            "ms_per_clip": 1000 * elapsed / len(clips), "import_and_build_s": import_and_build_s,
+            "cpu_seconds_this_process": cpu}
+
+
+def long_file_memory(model_path: Path, clips: list[Path], minutes: float) -> dict[str, float]:
+    """`serd analyze --jobs 1` of one recording of `minutes` (the clips over and over, with pauses): peak RSS and speed."""
+    import resource
+
+    import soundfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="serd-long-"))
+    path = tmp / "long.flac"
+    rate = 16_000
+    pause = np.zeros(rate, dtype=np.float32)
+    written = 0
+    with soundfile.SoundFile(str(path), "w", rate, 1, subtype="PCM_16") as out:  # written clip by clip: never all in memory
+        while written < minutes * 60 * rate:
+            for clip in clips:
+                if written >= minutes * 60 * rate:
+                    break
+                samples, _ = soundfile.read(str(clip), dtype="float32")
+                out.write(samples)
+                out.write(pause)
+                written += samples.size + pause.size
+    cmd = [sys.executable, "-m", "serd", "analyze", "--json", "--jobs", "1", "--model", str(model_path), str(path)]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    elapsed = time.perf_counter() - t
+    path.unlink()
+    tmp.rmdir()
+    if done.returncode != 0:
+        raise SystemExit(f"run.py: serd analyze of the long file failed: {done.stderr.strip()[-500:]}")
+    windows = len(json.loads(done.stdout)["windows"])
+    return {"audio_s": written / rate, "windows": windows, "seconds": elapsed, "x_realtime": written / rate / elapsed,
+            "rss_mb_max": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -257,29 +295,44 @@ def main() -> None:
     parser.add_argument("--seed-style-python", default=sys.executable,
                         help="interpreter with the train extra for --seed-style (default: this one)")
     parser.add_argument("--only-seed-style", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--labels", type=int, default=6, help=argparse.SUPPRESS)
+    parser.add_argument("--long-file-minutes", type=float, default=60.0,
+                        help="also analyse one recording this long for its peak memory (0: skip; default: %(default)s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from serd.model import resolve_model_path
 
     model_path = resolve_model_path(args.model)
-    clips = sorted(DATA.glob("Actor_*/*.flac"))[:: max(1, 1440 // args.clips)][: args.clips]
+    root = sounds.data_root()
+    clips = sounds.ravdess_clips(root)[:: max(1, 1440 // args.clips)][: args.clips]
+    if not clips:
+        raise SystemExit(f"run.py: no RAVDESS clips in {root / 'ravdess'} (Actor_*/*.flac); "
+                         "set SERD_DATA to the folder that holds ravdess/")
     if args.only_seed_style:
         pin_to_one_core()
-        print(json.dumps(seed_style_speed(clips)))
+        print(json.dumps(seed_style_speed(clips, args.labels)))
         return
+    from serd.analysis import default_jobs
     from serd.config import AnalysisSettings
+    from serd.model import Model
 
-    # Before pinning this process (the daemon pins itself); both gates, one after the other, so that the
-    # detector's cost shows under the same conditions whatever else the machine is doing.
+    # Before pinning this process (the daemon pins itself; the pool's workers would inherit the pin);
+    # both gates one after the other, so that the detector's cost shows under the same conditions.
     daemon = daemon_realtime(model_path, AnalysisSettings().vad)
     daemon_energy = daemon_realtime(model_path, "energy")
+    jobs = default_jobs()
+    all_cores = {vad: analyze_speed(model_path, clips, vad, jobs) for vad in (AnalysisSettings().vad, "energy")}
     pinned = pin_to_one_core()
     results = {"stages_s": stage_times(model_path), "analyze": analyze_speed(model_path, clips, AnalysisSettings().vad),
-               "analyze_energy": analyze_speed(model_path, clips, "energy"), "daemon": daemon,
-               "daemon_energy": daemon_energy}
+               "analyze_energy": analyze_speed(model_path, clips, "energy"),
+               "analyze_all_cores": all_cores[AnalysisSettings().vad], "analyze_energy_all_cores": all_cores["energy"],
+               "daemon": daemon, "daemon_energy": daemon_energy}
+    if args.long_file_minutes > 0:
+        results["long_file"] = long_file_memory(model_path, clips, args.long_file_minutes)
     if args.seed_style:
-        done = subprocess.run([args.seed_style_python, __file__, "--only-seed-style", "--clips", str(args.clips)],
+        labels = len(Model(model_path).labels)
+        done = subprocess.run([args.seed_style_python, __file__, "--only-seed-style", "--clips", str(args.clips),
+                               "--labels", str(labels)],
                               capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         results["seed_style"] = json.loads(done.stdout.strip().splitlines()[-1])
     import numpy
@@ -302,15 +355,32 @@ def report(r: dict) -> str:
     for stage, seconds in r["stages_s"].items():
         lines.append(f"| {stage} | {seconds * 1000:.3f} ms |")
     a, e = r["analyze"], r["analyze_energy"]
-    lines += ["", f"`analyze` (speech gate `{a['vad']}`): {a['clips']} RAVDESS clips ({a['audio_s']:.0f} s of audio) in "
-              f"{a['seconds']:.2f} s: **{a['x_realtime']:.0f}× real time** on one core ({a['ms_per_clip']:.1f} ms per clip, "
-              f"hop 0.5 s); with the level gate alone (`--vad energy`): {e['x_realtime']:.0f}× ({e['ms_per_clip']:.1f} ms per clip)."]
+    aa, ea = r["analyze_all_cores"], r["analyze_energy_all_cores"]
+    lines += ["", f"`serd analyze` over {a['clips']} RAVDESS clips ({a['audio_s']:.0f} s of audio), hop 0.5 s, in multiples of "
+              "real time (milliseconds per clip):", "",
+              f"| speech gate | one core (`--jobs 1`) | all cores (`--jobs {aa['jobs']}`) | all / one |", "|---|---|---|---|",
+              f"| `{a['vad']}` (the default) | **{a['x_realtime']:.0f}×** ({a['ms_per_clip']:.1f} ms) | "
+              f"{aa['x_realtime']:.0f}× ({aa['ms_per_clip']:.1f} ms) | {aa['x_realtime'] / a['x_realtime']:.2f}× |",
+              f"| `energy` (level gate alone) | **{e['x_realtime']:.0f}×** ({e['ms_per_clip']:.1f} ms) | "
+              f"{ea['x_realtime']:.0f}× ({ea['ms_per_clip']:.1f} ms) | {ea['x_realtime'] / e['x_realtime']:.2f}× |"]
     if "seed_style" in r:
         s = r["seed_style"]
-        lines.append(f"Seed-style pipeline (librosa load + mel + Keras predict) on the same clips: "
-                     f"{s['seconds']:.2f} s, {s['x_realtime']:.0f}× real time ({s['ms_per_clip']:.1f} ms per clip; "
-                     f"plus {s['import_and_build_s']:.1f} s to import TensorFlow and build the model). "
-                     f"**serd is {s['seconds'] / a['seconds']:.0f}× faster.**")
+        lines += ["", f"Seed-style pipeline (librosa load + mel + Keras predict, one core) on the same clips in the same run: "
+                  f"{s['seconds']:.2f} s, {s['x_realtime']:.0f}× real time ({s['ms_per_clip']:.1f} ms per clip; "
+                  f"plus {s['import_and_build_s']:.1f} s to import TensorFlow and build the model). "
+                  f"**serd on one core is {s['seconds'] / a['seconds']:.0f}× faster with the voice detector, "
+                  f"{s['seconds'] / e['seconds']:.0f}× with the level gate alone.**"]
+    # On a shared machine the wall clock measures the other jobs too; CPU seconds measure the work.
+    lines += ["", "In CPU seconds of the one-core processes (what the work costs, whatever else shares the core): "
+              f"`{a['vad']}` {a['audio_s'] / a['cpu_seconds_this_process']:.0f}× real time, `energy` "
+              f"{e['audio_s'] / e['cpu_seconds_this_process']:.0f}×"
+              + (f", seed-style {s['audio_s'] / s['cpu_seconds_this_process']:.0f}×: serd "
+                 f"{s['cpu_seconds_this_process'] / a['cpu_seconds_this_process']:.0f}× and "
+                 f"{s['cpu_seconds_this_process'] / e['cpu_seconds_this_process']:.0f}× faster." if "seed_style" in r else ".")]
+    if "long_file" in r:
+        f = r["long_file"]
+        lines += ["", f"One recording of {f['audio_s'] / 60:.0f} min ({f['windows']} windows), `serd analyze --jobs 1`: "
+                  f"**{f['rss_mb_max']:.0f} MB peak RSS**, {f['x_realtime']:.0f}× real time (process start included)."]
     d, e = r["daemon"], r["daemon_energy"]
     lines += ["", "Daemon at real time on examples/demo.flac (39 s, 75 windows), pinned to one core, with the "
               f"speech gate `{d['gate']}` (the default) and, right after it, `{e['gate']}` (the level gate alone):", "",

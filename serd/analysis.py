@@ -7,14 +7,17 @@ upload panel. The daemon runs the very same steps one window at a time
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from serd.audiofile import AudioInput
 from serd.config import AnalysisSettings
 from serd.features import FeatureParams, StreamingLogMel, level_dbfs
-from serd.gate import make_speech_gate
+from serd.gate import make_speech_gate, update_many
 from serd.labels import arousal_of
 from serd.vad import DEFAULT_THRESHOLD
 from serd.windows import Window, WindowBuffer
@@ -105,19 +108,98 @@ def hop_samples(params: FeatureParams, hop_s: float) -> int:
     return max(1, int(round(hop_s * params.sample_rate)))
 
 
-def gated(
-    windows: Iterable[Window], params: FeatureParams, gate: GateSettings = GateSettings()
-) -> Iterator[tuple[WindowResult, np.ndarray | None]]:
-    """Per window: its result so far (level, speech decision) and its features if it is speech."""
-    logmel = StreamingLogMel(params)  # fresh per recording, like the daemon's per stream
-    speech_gate = make_speech_gate(gate.threshold_dbfs, gate.hangover, gate.vad, gate.vad_threshold, params.sample_rate)
-    for window in windows:
-        level = level_dbfs(window.samples)
-        decision = speech_gate.update(level, window.samples, window.start_sample)
-        result = WindowResult(window.start_s(params.sample_rate), window.end_s(params.sample_rate), decision.speech,
-                              level, reason=decision.reason)
-        features = logmel.window_features(window.samples, window.start_sample) if decision.speech else None
-        yield result, features
+BATCH_WINDOWS = 128
+"""Windows (of one or many recordings) through the gate, detector and model per batched step: 16 MB of audio."""
+
+
+class _Recording:
+    """One recording on its way through the batched stages: its windows still to come, its gate and features state."""
+
+    def __init__(self, windows: Iterable[Window], params: FeatureParams, labels: tuple[str, ...], gate: GateSettings) -> None:
+        self.windows = iter(windows)
+        self.logmel = StreamingLogMel(params)  # fresh per recording, like the daemon's per stream
+        self.gate = make_speech_gate(gate.threshold_dbfs, gate.hangover, gate.vad, gate.vad_threshold, params.sample_rate)
+        self.result = AnalysisResult(labels)
+        self.error: Exception | None = None
+        self.done = False
+
+    def take(self, n: int) -> list[Window]:
+        """Up to `n` more windows; `done` once there are no more (or the audio could not be read)."""
+        from serd.audiofile import AudioFileError
+
+        taken: list[Window] = []
+        try:
+            for window in self.windows:
+                taken.append(window)
+                if len(taken) == n:
+                    return taken
+        except AudioFileError as exc:
+            self.error = exc
+        self.done = True
+        return taken
+
+
+def _gate_and_features(
+    batch: list[tuple[_Recording, list[Window]]], params: FeatureParams
+) -> tuple[list[WindowResult], list[np.ndarray]]:
+    """Append each window's result to its recording; the speech windows' results and features, in order."""
+    rate = params.sample_rate
+    levels = [[level_dbfs(w.samples) for w in windows] for _, windows in batch]
+    decisions = update_many([(rec.gate, lv, windows) for (rec, windows), lv in zip(batch, levels)])
+    speech, features = [], []
+    for (rec, windows), window_levels, window_decisions in zip(batch, levels, decisions):
+        for window, level, decision in zip(windows, window_levels, window_decisions):
+            result = WindowResult(window.start_s(rate), window.end_s(rate), decision.speech, level, reason=decision.reason)
+            rec.result.windows.append(result)
+            if decision.speech:
+                speech.append(result)
+                features.append(rec.logmel.window_features(window.samples, window.start_sample))
+    return speech, features
+
+
+def analyze_recordings(
+    recordings: Iterable[Iterable[Window]],
+    params: FeatureParams,
+    labels: tuple[str, ...],
+    predict_many: PredictMany,
+    gate: GateSettings = GateSettings(),
+    batch_windows: int = BATCH_WINDOWS,
+) -> Iterator[AnalysisResult | Exception]:
+    """Per recording (its windows, read lazily), in order: its result, or the AudioFileError that stopped it.
+
+    The windows of consecutive recordings go through the stages together, up to
+    `batch_windows` at a time (a long recording in stretches of that many): the
+    detector steps all their chunks at once and the model takes them in batches.
+    Each recording keeps its own gate and feature state, so every window gets
+    what the daemon's one-window-a-time path gives it (tests/test_batch.py).
+    """
+    sources = iter(recordings)
+    pending: deque[_Recording] = deque()
+    more = True
+    while more or pending:
+        budget = batch_windows
+        batch = []
+        for rec in pending:
+            if budget <= 0:
+                break
+            if not rec.done:
+                batch.append((rec, rec.take(budget)))
+                budget -= len(batch[-1][1])
+        while more and budget > 0:
+            windows = next(sources, None)
+            if windows is None:
+                more = False
+                break
+            pending.append(_Recording(windows, params, labels, gate))
+            batch.append((pending[-1], pending[-1].take(budget)))
+            budget -= len(batch[-1][1])
+        speech, features = _gate_and_features(batch, params)
+        if features:
+            for result, probs in zip(speech, predict_many(np.stack(features))):
+                result.probs = probs if np.isfinite(probs).all() else None  # as the daemon does
+        while pending and pending[0].done:
+            rec = pending.popleft()
+            yield rec.error if rec.error is not None else rec.result
 
 
 def gate_windows(
@@ -130,61 +212,109 @@ def gate_windows(
 
     Split from prediction so that training can batch many clips into one call.
     """
-    result = AnalysisResult(labels)
-    speech_features = []
-    for window_result, features in gated(windows, params, gate):
-        result.windows.append(window_result)
-        if features is not None:
-            speech_features.append(features)
-    stacked = np.stack(speech_features) if speech_features else np.zeros((0, *params.shape), dtype=np.float32)
-    return result, stacked
-
-
-def attach_probs(result: AnalysisResult, probs: np.ndarray) -> AnalysisResult:
-    """Give each speech window of `result` its row of `probs` (in order)."""
-    rows = iter(np.asarray(probs, dtype=np.float32))
-    for w in result.windows:
-        if w.speech:
-            w.probs = next(rows)
-    return result
+    rec = _Recording((), params, labels, gate)
+    _, features = _gate_and_features([(rec, list(windows))], params)
+    stacked = np.stack(features) if features else np.zeros((0, *params.shape), dtype=np.float32)
+    return rec.result, stacked
 
 
 def analyze_windows(
-    windows: list[Window],
+    windows: Iterable[Window],
     params: FeatureParams,
     labels: tuple[str, ...],
     predict_many: PredictMany,
     gate: GateSettings = GateSettings(),
 ) -> AnalysisResult:
-    result, features = gate_windows(windows, params, labels, gate)
-    if features.shape[0]:
-        attach_probs(result, predict_many(features))
-    return result
+    """One recording's windows through the batched stages (`analyze_recordings`)."""
+    return next(analyze_recordings([windows], params, labels, predict_many, gate))
 
 
-def model_predict_many(model) -> PredictMany:
-    """Adapter: a one-window-at-a-time `serd.model.Model` as a batch predictor."""
+def analyze_files(
+    paths: Iterable[AudioInput], model, hop_s: float, gate: GateSettings = GateSettings(), batch_windows: int = BATCH_WINDOWS
+) -> Iterator[AnalysisResult | Exception]:
+    """`serd analyze` of files, in order: per file its result or its AudioFileError.
 
-    def predict_many(features: np.ndarray) -> np.ndarray:
-        return np.stack([model.predict(f) for f in features])
-
-    return predict_many
-
-
-def analyze_file(path, model, hop_s: float, gate: GateSettings = GateSettings()) -> AnalysisResult:
-    """`serd analyze` for one file: decode, window, gate, classify. Raises AudioFileError."""
+    Streamed: each file is decoded block by block as its windows are needed, and
+    only the per-window results are kept, never the audio of a long file.
+    """
     from serd.audiofile import iter_blocks
 
     params = model.params
-    # Streamed: only the per-window results are kept, never the audio of a long file.
-    result = AnalysisResult(model.labels)
-    windows = iter_file_windows(iter_blocks(path, params.sample_rate), params, hop_s)
-    for window_result, features in gated(windows, params, gate):
-        if features is not None:
-            probs = model.predict(features)
-            window_result.probs = probs if np.isfinite(probs).all() else None  # as the daemon does
-        result.windows.append(window_result)
-    return result
+    recordings = (iter_file_windows(iter_blocks(path, params.sample_rate), params, hop_s) for path in paths)
+    return analyze_recordings(recordings, params, model.labels, model.predict_many, gate, batch_windows)
+
+
+GROUP_FILES = 32
+"""Most files a worker of `analyze_paths` takes at a time: enough to batch, few enough to share the work out."""
+
+
+def default_jobs() -> int:
+    """All the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def analyze_paths(
+    paths: Sequence[AudioInput], model, hop_s: float, gate: GateSettings = GateSettings(), jobs: int = 1
+) -> Iterator[AnalysisResult | Exception]:
+    """`analyze_files` over `jobs` processes: consecutive groups of files, each worker with its own model.
+
+    The same path in every worker; results come back in the files' order, as soon
+    as the files before them are done. Ended early (Ctrl-C, a closed pipe), it
+    stops the workers before returning.
+    """
+    paths = list(paths)
+    group = max(1, min(GROUP_FILES, -(-len(paths) // (4 * max(1, jobs)))))
+    groups = [paths[at : at + group] for at in range(0, len(paths), group)]
+    if jobs <= 1 or len(groups) < 2:
+        yield from analyze_files(paths, model, hop_s, gate)
+        return
+    import multiprocessing
+
+    # fork: the workers start with serd imported (a spawned one re-imports numpy and the runtime)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = context.Pool(min(jobs, len(groups)), initializer=_start_worker,
+                        initargs=(str(model.path), model.backend, model.temperature, hop_s, gate))
+    try:
+        for outcomes in pool.imap(_analyze_group, groups):
+            yield from outcomes
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
+_WORKER: dict = {}
+"""A worker process's model and settings (`analyze_paths`)."""
+
+
+def _start_worker(model_path: str, backend: str, temperature: float, hop_s: float, gate: GateSettings) -> None:
+    import signal
+
+    from serd.model import Model
+
+    # Ctrl-C reaches the whole process group: the parent stops the workers (SIGTERM), they do not report it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    model = Model(model_path, backend=backend)
+    model.temperature = temperature
+    _WORKER.update(model=model, hop_s=hop_s, gate=gate)
+
+
+def _analyze_group(paths: list[AudioInput]) -> list[AnalysisResult | Exception]:
+    return list(analyze_files(paths, _WORKER["model"], _WORKER["hop_s"], _WORKER["gate"]))
+
+
+def analyze_file(path: AudioInput, model, hop_s: float, gate: GateSettings = GateSettings()) -> AnalysisResult:
+    """`serd analyze` for one file: decode, window, gate, classify. Raises AudioFileError."""
+    outcome = next(analyze_files([path], model, hop_s, gate))
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def result_to_json(result: AnalysisResult, name: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from serd.config import DEFAULT_MODEL, EX_CONFIG
@@ -18,7 +19,8 @@ def add_parsers(subparsers) -> None:
         "Classify whole recordings: per file the top emotion and the probabilities averaged over the windows "
         "with speech. Bad files are reported (one line each) and skipped; the exit code is 1 if any failed.",
         ("serd analyze examples/demo.flac",
-         "serd analyze --json recordings/*.wav > results.jsonl"),
+         "serd analyze --json recordings/*.wav > results.jsonl",
+         "serd analyze --jobs 1 --vad energy long-recording.flac"),
     )
     p.add_argument("files", nargs="+", type=Path, help="wav, flac or ogg files")
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
@@ -29,6 +31,8 @@ def add_parsers(subparsers) -> None:
                    help="voice detector after the level gate, as analysis.vad (default: %(default)s)")
     p.add_argument("--vad-threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="share of a window's chunks that must hold a voice (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes to analyse files in (default: all cores; 1: this process only)")
     p.set_defaults(func=analyze_command)
 
     p = add_command(
@@ -53,7 +57,7 @@ def add_parsers(subparsers) -> None:
 
 
 def analyze_command(args: argparse.Namespace) -> int:
-    from serd.analysis import GateSettings, analyze_file, result_to_json
+    from serd.analysis import GateSettings, analyze_paths, default_jobs, result_to_json
     from serd.audiofile import AudioFileError
     from serd.gate import BELOW_GATE
     from serd.labels import arousal_of
@@ -66,6 +70,9 @@ def analyze_command(args: argparse.Namespace) -> int:
     if not 0.0 < args.vad_threshold <= 1.0:
         print(f"serd: --vad-threshold must be a share in (0, 1], got {args.vad_threshold}", file=sys.stderr)
         return 2
+    if args.jobs is not None and args.jobs < 1:
+        print(f"serd: --jobs must be >= 1 processes, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         model = Model(resolve_model_path(args.model))
         make_detector(args.vad, model.params.sample_rate, args.vad_threshold)
@@ -74,32 +81,32 @@ def analyze_command(args: argparse.Namespace) -> int:
         return EX_CONFIG
     gate = GateSettings(args.gate_dbfs, 1, args.vad, args.vad_threshold)
     failed = 0
-    for path in args.files:
-        try:
-            result = analyze_file(path, model, args.hop, gate)
-        except AudioFileError as exc:
-            failed += 1
+    outcomes = analyze_paths(args.files, model, args.hop, gate, args.jobs or default_jobs())
+    with closing(outcomes):  # ended early (Ctrl-C, `| head`): the workers stop at once
+        for result, path in zip(outcomes, args.files):
+            if isinstance(result, AudioFileError):
+                failed += 1
+                if args.json:
+                    print(json.dumps({"file": str(path), "error": str(result)}), flush=True)
+                else:
+                    print(f"serd: {result}", file=sys.stderr)  # the message starts with the path
+                continue
             if args.json:
-                print(json.dumps({"file": str(path), "error": str(exc)}), flush=True)
-            else:
-                print(f"serd: {exc}", file=sys.stderr)  # the message starts with the path
-            continue
-        if args.json:
-            print(json.dumps(result_to_json(result, str(path))), flush=True)
-            continue
-        speech = sum(w.speech for w in result.windows)
-        if result.probs is None:
-            quiet = sum(w.reason == BELOW_GATE for w in result.windows)
-            print(f"{path}: no speech ({len(result.windows)} windows: {quiet} below {args.gate_dbfs} dBFS, "
-                  f"{len(result.windows) - quiet} without a voice)")
-            continue
-        ranked = sorted(zip(model.labels, result.probs), key=lambda kv: -kv[1])
-        print(f"{path}: {result.label} ({ranked[0][1]:.0%}; {speech}/{len(result.windows)} windows with speech)")
-        for label, p in ranked:
-            print(f"  {label:<9} {p:6.1%} {'█' * int(round(p * 30))}")
-        arousal = arousal_of(result.probs, model.labels)
-        if arousal is not None:
-            print(f"  arousal   {arousal:6.1%} (calm 0 % … activated 100 %)")
+                print(json.dumps(result_to_json(result, str(path))), flush=True)
+                continue
+            speech = sum(w.speech for w in result.windows)
+            if result.probs is None:
+                quiet = sum(w.reason == BELOW_GATE for w in result.windows)
+                print(f"{path}: no speech ({len(result.windows)} windows: {quiet} below {args.gate_dbfs} dBFS, "
+                      f"{len(result.windows) - quiet} without a voice)")
+                continue
+            ranked = sorted(zip(model.labels, result.probs), key=lambda kv: -kv[1])
+            print(f"{path}: {result.label} ({ranked[0][1]:.0%}; {speech}/{len(result.windows)} windows with speech)")
+            for label, p in ranked:
+                print(f"  {label:<9} {p:6.1%} {'█' * int(round(p * 30))}")
+            arousal = arousal_of(result.probs, model.labels)
+            if arousal is not None:
+                print(f"  arousal   {arousal:6.1%} (calm 0 % … activated 100 %)")
     return 1 if failed else 0
 
 

@@ -170,7 +170,14 @@ class LogMel:
 
     def power_to_db(self, mel_power: np.ndarray) -> np.ndarray:
         """dB with the floor and top_db clamp (librosa.power_to_db with ref=1)."""
-        db = 10.0 * np.log10(np.maximum(mel_power, self.params.amin))
+        return self.clamp_db(self.frame_db(mel_power))
+
+    def frame_db(self, mel_power: np.ndarray) -> np.ndarray:
+        """dB with the floor: frame by frame, so shared frames keep theirs (`StreamingLogMel`)."""
+        return 10.0 * np.log10(np.maximum(mel_power, self.params.amin))
+
+    def clamp_db(self, db: np.ndarray) -> np.ndarray:
+        """The top_db clamp: at most `top_db` below the window's loudest bin."""
         return np.maximum(db, db.max() - self.params.top_db)
 
     def standardise(self, db: np.ndarray) -> np.ndarray:
@@ -190,18 +197,18 @@ class StreamingLogMel(LogMel):
     """LogMel for consecutive overlapping windows of one stream: computes only the new frames.
 
     Windows at a hop that is a multiple of `hop_length` share most STFT frames
-    (75 % at 2 s windows and 0.5 s hops); the mel power of the shared frames is
-    reused, and the dB floor and standardisation are applied per window as
-    always. Same numbers as `LogMel` up to float rounding in the matrix product.
+    (75 % at 2 s windows and 0.5 s hops); the mel power of the shared frames, and
+    their dB, are reused, and the top_db clamp and standardisation are applied per
+    window as always. Same numbers as `LogMel` up to float rounding in the matrix product.
     """
 
     def __init__(self, params: FeatureParams) -> None:
         super().__init__(params)
         self._last_start: int | None = None
-        self._last_power: np.ndarray | None = None
+        self._last_db: np.ndarray | None = None
 
     def reset(self) -> None:
-        self._last_start = self._last_power = None
+        self._last_start = self._last_db = None
 
     def window_features(self, window: np.ndarray, start_sample: int) -> np.ndarray:
         p = self.params
@@ -214,13 +221,13 @@ class StreamingLogMel(LogMel):
             if 0 < step and step % p.hop_length == 0 and step // p.hop_length < n_frames:
                 shift = step // p.hop_length
         if shift is None:
-            power = self.mel_power(window)
+            db = self.frame_db(self.mel_power(window))
         else:
             first_new = n_frames - shift
-            new = self.mel_power(window[first_new * p.hop_length :])
-            power = np.concatenate((self._last_power[:, shift:], new), axis=1)
-        self._last_start, self._last_power = start_sample, power
-        return self.standardise(self.power_to_db(power))
+            new = self.frame_db(self.mel_power(window[first_new * p.hop_length :]))
+            db = np.concatenate((self._last_db[:, shift:], new), axis=1)
+        self._last_start, self._last_db = start_sample, db
+        return self.standardise(self.clamp_db(db))
 
 
 def level_dbfs(samples: np.ndarray) -> float:

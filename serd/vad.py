@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,8 @@ DEFAULT_VAD = "silero"
 DEFAULT_THRESHOLD = 0.1
 """Share of a window's 32 ms chunks that must hold a voice (chosen in benchmarks/vad_eval.py)."""
 WEIGHTS_NAME = "silero_vad_16k.safetensors"
+ENCODE_CHUNKS = 1024
+"""Chunks through the encoder at a time: bounds its memory (about 20 MB) on a long batch."""
 SAMPLE_RATE = 16_000
 
 _SAFETENSORS_DTYPES = {"F32": "<f4"}
@@ -125,27 +129,67 @@ class SileroVad:
         """The LSTM's (hidden, cell) before any audio."""
         return np.zeros(self._hidden, dtype=np.float32), np.zeros(self._hidden, dtype=np.float32)
 
+    def encode(self, chunks: np.ndarray) -> np.ndarray:
+        """The LSTM's input gates of (n, 64 + 512) chunks: everything before the LSTM, every chunk on its own."""
+        out = np.empty((chunks.shape[0], 4 * self._hidden), dtype=np.float32)
+        for at in range(0, chunks.shape[0], ENCODE_CHUNKS):  # in pieces: the convolutions' taps are 8x the audio
+            piece = chunks[at : at + ENCODE_CHUNKS]
+            padded = np.pad(piece, ((0, 0), (0, self.CONTEXT_SAMPLES)), mode="reflect")
+            frames = np.lib.stride_tricks.sliding_window_view(padded, self.N_FFT, axis=1)[:, :: self.STFT_HOP]
+            spectrum = _matmul(frames, self._stft)
+            h = np.sqrt(spectrum[..., : self._bins] ** 2 + spectrum[..., self._bins :] ** 2)
+            for weight, bias, stride in self._convs:
+                h = _conv1d(h, weight, bias, stride)
+            out[at : at + piece.shape[0]] = _matmul(h[:, 0, :], self._w_ih) + self._b_lstm
+        return out
+
     def run(self, chunks: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Voice probabilities of consecutive (n, 64 + 512) chunks (each after its 64-sample context), and the state after them."""
-        # Every chunk's encoder at once: only the LSTM below depends on the chunk before.
-        padded = np.pad(chunks, ((0, 0), (0, self.CONTEXT_SAMPLES)), mode="reflect")
-        frames = np.lib.stride_tricks.sliding_window_view(padded, self.N_FFT, axis=1)[:, :: self.STFT_HOP]
-        spectrum = _matmul(frames, self._stft)
-        h = np.sqrt(spectrum[..., : self._bins] ** 2 + spectrum[..., self._bins :] ** 2)
-        for weight, bias, stride in self._convs:
-            h = _conv1d(h, weight, bias, stride)
-        gates_in = _matmul(h[:, 0, :], self._w_ih) + self._b_lstm
-        hidden, cell = state
-        outputs = np.empty((chunks.shape[0], self._hidden), dtype=np.float32)
+        probs, states = self.run_many([chunks], [state])
+        return probs[0], states[0]
+
+    def run_many(
+        self, sequences: Sequence[np.ndarray], states: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+        """`run` over independent sequences of chunks at once, each from its own state.
+
+        The encoder sees all their chunks as one batch; the LSTM steps every sequence
+        together, one chunk a step, so a step costs about the same for one sequence or a
+        hundred: the Python loop, not the arithmetic, is what a step costs.
+        """
+        lengths = np.array([s.shape[0] for s in sequences], dtype=np.int64)
+        gates_in = self.encode(np.concatenate(sequences)) if lengths.sum() else np.zeros((0, 4 * self._hidden), np.float32)
+        order = np.argsort(-lengths, kind="stable")  # longest first: the sequences still running are a prefix
+        steps = int(lengths.max()) if lengths.size else 0
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        padded = np.zeros((len(sequences), steps, 4 * self._hidden), dtype=np.float32)
+        hidden = np.zeros((len(sequences), self._hidden), dtype=np.float32)
+        cell = np.zeros_like(hidden)
+        for row, index in enumerate(order):
+            padded[row, : lengths[index]] = gates_in[offsets[index] : offsets[index + 1]]
+            hidden[row], cell[row] = states[index]
+        running = np.searchsorted(-lengths[order], -np.arange(steps), side="left")  # sequences longer than each step
+        outputs = np.zeros((len(sequences), steps, self._hidden), dtype=np.float32)
         n = self._hidden
-        for i in range(chunks.shape[0]):
-            gates = gates_in[i] + hidden @ self._w_hh  # PyTorch's order: input, forget, cell, output
+        h, c = hidden, cell
+        for t in range(steps):
+            k = running[t]
+            if k < h.shape[0]:  # the last rows' sequences have ended: keep their states, step the others
+                hidden[k : h.shape[0]], cell[k : h.shape[0]] = h[k:], c[k:]
+                h, c = h[:k], c[:k]
+            gates = padded[:k, t] + h @ self._w_hh  # PyTorch's order: input, forget, cell, output
             squashed = _sigmoid(gates)
-            cell = squashed[n : 2 * n] * cell + squashed[:n] * np.tanh(gates[2 * n : 3 * n])
-            hidden = squashed[3 * n :] * np.tanh(cell)
-            outputs[i] = hidden
-        probs = _sigmoid(np.maximum(outputs, 0.0) @ self._w_out + self._b_out).astype(np.float32)
-        return probs, (hidden, cell)
+            c = squashed[:, n : 2 * n] * c + squashed[:, :n] * np.tanh(gates[:, 2 * n : 3 * n])
+            h = squashed[:, 3 * n :] * np.tanh(c)
+            outputs[:k, t] = h
+        hidden[: h.shape[0]], cell[: c.shape[0]] = h, c
+        voiced = _sigmoid(_matmul(np.maximum(outputs, 0.0), self._w_out[:, None])[..., 0] + self._b_out)
+        probs: list[np.ndarray] = [np.empty(0, np.float32)] * len(sequences)
+        finals: list[tuple[np.ndarray, np.ndarray]] = [states[0]] * len(sequences)
+        for row, index in enumerate(order):
+            probs[index] = voiced[row, : lengths[index]].astype(np.float32)
+            finals[index] = (hidden[row].copy(), cell[row].copy())
+        return probs, finals
 
     def chunk_probs(self, window: np.ndarray) -> np.ndarray:
         """Voice probability of each whole 32 ms chunk of a window on its own (state and context start at zero)."""
@@ -176,7 +220,8 @@ class VoiceStream:
     LSTM state runs on from window to window, as Silero is meant to run; it starts
     afresh after a gap (windows the level gate kept from the detector, a lost
     microphone). Run and analyze feed the same windows in the same order, so
-    they get the same answers (a test checks it).
+    they get the same answers (a test checks it): `run` one window a call,
+    `analyze` many windows of many streams in one `voiced_shares` call.
     """
 
     def __init__(self, vad: SileroVad) -> None:
@@ -187,34 +232,94 @@ class VoiceStream:
     def reset(self) -> None:
         self._next: int | None = None
         """Index of the next chunk to judge; None: nothing judged since the last reset."""
-        self._probs: dict[int, float] = {}
-        self._state = self.vad.initial_state()
+        self._known = _Sequence(0, self.vad.initial_state())
+        """The chunks judged since the last reset that a later window can still hold, and the LSTM state after them."""
 
     def voiced_share(self, window: np.ndarray, start_sample: int) -> float:
-        size, context = self.vad.CHUNK_SAMPLES, self.vad.CONTEXT_SAMPLES
-        first = -(-start_sample // size)
-        end = (start_sample + window.shape[0]) // size
-        if self._next is None or not first <= self._next <= end:
-            self._probs.clear()
-            self._state = self.vad.initial_state()
-            self._next = first
-        if self._next < end:
-            x = np.asarray(window, dtype=np.float32)
-            offset = self._next * size - start_sample
-            if offset < context:  # the stream's first chunk, or one right at the window's start
-                x = np.pad(x, (context - offset, 0))
-                offset = context
-            chunks = _with_context(x, offset, end - self._next, size, context)
-            probs, self._state = self.vad.run(chunks, self._state)
-            self._probs.update(zip(range(self._next, end), probs.tolist()))
-            self._next = end
-        for index in [k for k in self._probs if k < first]:
-            del self._probs[index]
-        voiced = [self._probs[k] >= self.vad.CHUNK_THRESHOLD for k in range(first, end)]
-        return float(np.mean(voiced)) if voiced else 0.0
+        return voiced_shares([(self, [(window, start_sample)])])[0][0]
 
     def is_voice(self, window: np.ndarray, start_sample: int) -> bool:
         return self.voiced_share(window, start_sample) >= self.threshold
+
+    def _plan(self, windows: Sequence[tuple[np.ndarray, int]]) -> list[tuple["_Sequence", int, int]]:
+        """Per window (in stream order): the sequence that judges its chunks, and its first and end chunk.
+
+        Cuts the chunks each window adds (with their context) into the sequences the
+        LSTM has to run; nothing is judged here, so many streams can be judged at once.
+        """
+        size, context = self.vad.CHUNK_SAMPLES, self.vad.CONTEXT_SAMPLES
+        sequence = None
+        planned = []
+        for window, start_sample in windows:
+            first = -(-start_sample // size)
+            end = (start_sample + window.shape[0]) // size
+            if self._next is None or not first <= self._next <= end:
+                sequence = _Sequence(first, self.vad.initial_state())
+                self._next = first
+            elif sequence is None:  # carries on from the previous call
+                sequence = _Sequence(self._known.first, self._known.state, list(self._known.judged))
+            if self._next < end:
+                x = np.asarray(window, dtype=np.float32)
+                offset = self._next * size - start_sample
+                if offset < context:  # the stream's first chunk, or one right at the window's start
+                    x = np.pad(x, (context - offset, 0))
+                    offset = context
+                sequence.new_chunks.append(_with_context(x, offset, end - self._next, size, context))
+                self._next = end
+            planned.append((sequence, first, end))
+        return planned
+
+    def _keep(self, sequence: "_Sequence", first: int) -> None:
+        """After judging: keep the chunks from `first` on (the last window's) for the windows still to come."""
+        probs = sequence.probs()
+        self._known = _Sequence(first, sequence.state, [probs[first - sequence.first :]])
+
+
+@dataclass
+class _Sequence:
+    """Consecutive chunks of one stream judged in one LSTM run, from chunk `first` on."""
+
+    first: int
+    state: tuple[np.ndarray, np.ndarray]
+    """The LSTM state before the new chunks; after `voiced_shares`, the state after them."""
+    judged: list[np.ndarray] = field(default_factory=list)
+    """Probabilities of the chunks already judged (from `first` on)."""
+    new_chunks: list[np.ndarray] = field(default_factory=list)
+
+    def probs(self) -> np.ndarray:
+        return self.judged[0] if len(self.judged) == 1 else np.concatenate((np.zeros(0, np.float32), *self.judged))
+
+
+def voiced_shares(requests: Sequence[tuple[VoiceStream, Sequence[tuple[np.ndarray, int]]]]) -> list[list[float]]:
+    """Per stream, the voiced share of each of its windows, given as (samples, start sample) in stream order.
+
+    Every stream's new chunks go through one detector call (`SileroVad.run_many`),
+    each stream's windows judged exactly as one call per window would judge them.
+    """
+    if not requests:
+        return []
+    vad = requests[0][0].vad
+    if any(stream.vad is not vad for stream, _ in requests):
+        raise ValueError("voiced_shares: every stream must use the same detector")
+    plans = [stream._plan(windows) for stream, windows in requests]
+    sequences = list({id(s): s for plan in plans for s, _, _ in plan if s.new_chunks}.values())
+    if sequences:
+        probs, states = vad.run_many([np.concatenate(s.new_chunks) for s in sequences], [s.state for s in sequences])
+        for sequence, new, state in zip(sequences, probs, states):
+            sequence.judged = [np.concatenate((*sequence.judged, new))]
+            sequence.state = state
+            sequence.new_chunks = []
+    shares = []
+    for (stream, _), plan in zip(requests, plans):
+        shares.append([_share(sequence.probs()[first - sequence.first : end - sequence.first], vad.CHUNK_THRESHOLD)
+                       for sequence, first, end in plan])
+        if plan:
+            stream._keep(plan[-1][0], plan[-1][1])
+    return shares
+
+
+def _share(probs: np.ndarray, chunk_threshold: float) -> float:
+    return float(np.mean(probs >= chunk_threshold)) if probs.size else 0.0
 
 
 def default_weights_path() -> Path:

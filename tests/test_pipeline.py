@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers_daemon import MODEL_RATE, clip_then_quiet, load_clip, noise
-from serd.analysis import GateSettings, analyze_windows, file_windows, model_predict_many
+from serd.analysis import GateSettings, analyze_windows, file_windows
 from serd.config import AnalysisSettings
 from serd.model import Model
 from serd.pipeline import WindowOutcome, WindowPipeline
@@ -92,7 +92,7 @@ def test_irregular_blocks_give_the_same_outcomes(model, audio, reference):
 def test_pipeline_equals_analyze_windows(model, audio, reference):
     settings = AnalysisSettings()
     windows = file_windows([audio], model.params, settings.hop_s)
-    result = analyze_windows(windows, model.params, model.labels, model_predict_many(model),
+    result = analyze_windows(windows, model.params, model.labels, model.predict_many,
                              GateSettings.from_analysis(settings))
     assert len(result.windows) == len(reference)
     for analysed, outcome in zip(result.windows, reference):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serd.analysis import GateSettings, analyze_windows, file_windows, hop_samples, model_predict_many
+from serd.analysis import GateSettings, analyze_windows, file_windows, hop_samples
 from serd.audiofile import iter_blocks, read_audio
 from serd.features import FeatureParams
 from serd.model import Model
@@ -136,7 +136,7 @@ def test_analysis_gives_identical_probabilities_whatever_the_blocks(ravdess_fixt
     model = Model(tiny_model_int8)
     params = model.params
     audio = read_audio(ravdess_fixtures / CLIP, params.sample_rate)
-    predict_many = model_predict_many(model)
+    predict_many = model.predict_many
 
     def analyse(blocks):
         windows = file_windows(blocks, params, HOP_S)

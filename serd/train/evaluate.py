@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from serd.analysis import GateSettings, analyze_windows, file_windows, model_predict_many
+from serd.analysis import GateSettings, analyze_recordings, iter_file_windows
 from serd.train import metrics
 from serd.features import SAMPLE_RATE
 from serd.labels import arousal_of, arousal_sides, emotion_of
@@ -55,18 +55,22 @@ def score_model(
     if tuple(model.labels) != tuple(corpus.labels):
         raise ValueError(f"{path}: labels {model.labels} differ from the corpus's {corpus.labels}")
     rng = np.random.default_rng(seed)
-    predict_many = model_predict_many(model)
     n_classes = len(model.labels)
     probs, predicted, no_speech = [], [], 0
     window_probs, window_y = [], []
-    for i in indices:
+
+    def clip_windows(i: int):
         audio = corpus.audio[i]
         if noise is not None:
             kind, snr_db, pool = noise
             audio = add_noise(audio, tuple(corpus.speech[i]), kind, snr_db, pool, rng)
         if channel is not None:  # the microphone/room of the model card's channel table
             audio = CONDITIONS[channel].apply(audio, SAMPLE_RATE)
-        result = analyze_windows(file_windows([audio], model.params, hop_s), model.params, model.labels, predict_many, gate)
+        return iter_file_windows([audio], model.params, hop_s)
+
+    # The clips in order through the batched path of `serd analyze` (the noise drawn clip by clip, as before).
+    results = analyze_recordings((clip_windows(i) for i in indices), model.params, model.labels, model.predict_many, gate)
+    for i, result in zip(indices, results):
         clip_probs = result.probs
         window_probs.append(result.speech_probs)
         window_y.extend([corpus.y[i]] * result.speech_probs.shape[0])
