@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
@@ -54,6 +54,8 @@ INFERENCE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0
 WINDOW_LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """From a window's last sample reaching serd to its message being published."""
 DAEMON_STATES = ("starting", "running", "source_lost", "stopping")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The text format every Prometheus reads (serd's names need none of format 1.0.0's escaping)."""
 
 
 class MetricsError(RuntimeError):
@@ -289,7 +291,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/metrics":
             self._send(404, b"serd: only /metrics here\n", "text/plain; charset=utf-8")
             return
-        self._send(200, self.server.page.body(), CONTENT_TYPE_LATEST)
+        self._send(200, self.server.page.body(), CONTENT_TYPE)
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
