@@ -12,7 +12,11 @@ What a scrape costs the process being watched:
 - the server is the dashboard's bounded one in small: at most `MAX_CONNECTIONS` open connections
   (`MAX_PER_CLIENT` per address, see `serd.dashboard.guard`), each a thread, a deadline of
   `HEADER_DEADLINE_S` for a request's headers however slowly they trickle, `SOCKET_TIMEOUT_S` per
-  read or write, and GET/HEAD of /metrics only (no body is ever read).
+  read or write, and GET/HEAD of /metrics only (no body is ever read);
+- one request per connection (HTTP/1.0), and at most `REQUESTS_PER_S` connections a second
+  (`REQUESTS_PER_ADDRESS_PER_S` from one address) get a thread at all: the rest are closed as they
+  are accepted, so a flood of scrapes costs the daemon accepts and closes, not Python request
+  handling (measured: 1,100 scrapes a second cost the worker its real-time pace before this).
 
 Names follow Prometheus' conventions: `serd_` prefix, `_total` counters, seconds, bytes.
 """
@@ -49,6 +53,12 @@ SOCKET_TIMEOUT_S = 5.0
 RENDER_EVERY_S = 1.0
 """The page is rendered at most this often; scrapes in between share the bytes (a flood costs no renders)."""
 LISTEN_BACKLOG = 16
+REQUESTS_PER_S = 50
+"""Connections served per second in all; Prometheus scrapes a target every 15-60 s."""
+REQUESTS_PER_ADDRESS_PER_S = 5
+"""Connections served per second from one address (a scraper, a curl by hand)."""
+MAX_BUDGET_ADDRESSES = 4096
+"""Addresses counted within one second at most (then the second's counts start afresh)."""
 INFERENCE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """The int8 model takes ~1-3 ms on a desktop core and a few ms on a Pi 4."""
 WINDOW_LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -235,14 +245,40 @@ class _Page:
             return self._body
 
 
+class _Budget:
+    """Connections admitted per second, in all and per address (called from the accepting thread only)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._total = 0
+        self._by_address: dict[str, int] = {}
+        self.refused = 0
+
+    def take(self, address: str) -> bool:
+        second = int(time.monotonic())
+        if second != self._second or len(self._by_address) >= MAX_BUDGET_ADDRESSES:
+            self._second, self._total, self._by_address = second, 0, {}
+        mine = self._by_address.get(address, 0)
+        if self._total >= REQUESTS_PER_S or mine >= REQUESTS_PER_ADDRESS_PER_S:
+            self.refused += 1
+            return False
+        self._total += 1
+        self._by_address[address] = mine + 1
+        return True
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
     guard: ConnectionGuard
+    budget: _Budget
     page: _Page
 
     def process_request(self, request, client_address) -> None:
         # Admission before a thread is spent on the connection (see serd.dashboard.guard).
+        if not self.budget.take(client_address[0]):
+            super().shutdown_request(request)  # never admitted: nothing for the guard to release
+            return
         if not self.guard.admit(request, client_address[0]):
             self.shutdown_request(request)
             return
@@ -263,7 +299,7 @@ class _Server6(_Server):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     timeout = SOCKET_TIMEOUT_S
-    protocol_version = "HTTP/1.1"  # Prometheus keeps its connection open between scrapes
+    # HTTP/1.0 (the base class's): one request per connection, so the per-second budget counts requests.
 
     def version_string(self) -> str:
         return "serd-metrics"
@@ -319,6 +355,7 @@ class MetricsServer:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise MetricsError(f"cannot serve metrics on {host}:{port}: {reason}") from None
         self._httpd.guard = ConnectionGuard(MAX_CONNECTIONS, MAX_PER_CLIENT)
+        self._httpd.budget = _Budget()
         self._httpd.page = _Page(registry)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="serd-metrics", daemon=True)
