@@ -3,52 +3,30 @@ daemon's standard, as serd-record.service), and it can write nowhere."""
 
 from __future__ import annotations
 
-import re
-import stat
 from pathlib import Path
 
-from test_systemd_unit import MAX_EXPOSURE, analyze, needs_systemd_analyze
+from test_systemd_record_unit import INSTALLED_EXEC, assert_exposure_at_most_two, assert_verify_is_clean, settings
+from test_systemd_unit import needs_systemd_analyze
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIT = REPO_ROOT / "systemd" / "serd-mqtt.service"
 RECORD_UNIT = REPO_ROOT / "systemd" / "serd-record.service"
-INSTALLED_EXEC = "/opt/serd/venv/bin/serd"
-
-
-def settings(unit: Path = UNIT) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for raw in unit.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 def one(key: str) -> str:
-    values = settings().get(key)
+    values = settings(UNIT).get(key)
     assert values and len(values) == 1, f"{key}= set {values}"
     return values[0]
 
 
 @needs_systemd_analyze
 def test_verify_is_clean(tmp_path):
-    stub = tmp_path / "serd"
-    stub.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
-    stub.chmod(stub.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text(encoding="utf-8").replace(f"ExecStart={INSTALLED_EXEC} ", f"ExecStart={stub} "))
-    result = analyze("verify", str(copy))
-    assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), result.stderr
+    assert_verify_is_clean(tmp_path, UNIT)
 
 
 @needs_systemd_analyze
 def test_security_exposure_is_at_most_two():
-    result = analyze("security", "--offline=yes", "--no-pager", str(UNIT))
-    assert result.returncode == 0, result.stderr
-    match = re.search(r"Overall exposure level for serd-mqtt\.service:\s*([0-9.]+)", result.stdout)
-    assert match, result.stdout
-    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    assert_exposure_at_most_two(UNIT)
 
 
 def test_runs_the_bridge_on_the_installed_config():
@@ -58,7 +36,7 @@ def test_runs_the_bridge_on_the_installed_config():
 
 
 def test_writes_nowhere_and_is_hardened_like_the_recorder():
-    s = settings()
+    s = settings(UNIT)
     assert one("ProtectSystem") == "strict" and one("ProtectHome") == "yes"
     assert "StateDirectory" not in s and "ReadWritePaths" not in s
     assert one("PrivateDevices") == "yes", "the bridge needs no device"
