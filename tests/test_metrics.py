@@ -31,6 +31,8 @@ parser = pytest.importorskip("prometheus_client.parser", reason="pip install -e 
 
 RATE = 16000
 RENDER_EVERY_S = 1.0  # serd.metrics.RENDER_EVERY_S: a scrape sooner than this may get the previous page
+POLL_S = 0.5
+"""Between scrapes while waiting: well under serd.metrics.REQUESTS_PER_ADDRESS_PER_S (5), which closes more."""
 SCRAPE_WAIT_S = 60.0
 HEARD_FAST = "analysis: {vad: energy}\npublisher: {status_interval_s: 0.2}\n"
 """Every loud window is speech (the tests' sound is speech-like, not speech); a heartbeat soon after the
@@ -67,7 +69,7 @@ def wait_metric(port: int, name: str, expected: float, process: DaemonProcess, *
             return scraped
         assert process.poll() is None, process.stderr_text()
         assert time.monotonic() < deadline, f"{name} {scraped.get((name, tuple(sorted(labels.items()))))} != {expected}"
-        time.sleep(RENDER_EVERY_S / 4)
+        time.sleep(POLL_S)
 
 
 def pcm(samples_f32: np.ndarray) -> bytes:
