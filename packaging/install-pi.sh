@@ -4,6 +4,7 @@
 # Usage, from a checkout of the repository:
 #   sudo ./packaging/install-pi.sh            install (or upgrade) and start serd
 #   ./packaging/install-pi.sh --dry-run       print what would be done, change nothing
+#   --with-metrics, --with-mqtt               also the serd[metrics] / serd[mqtt] extras
 #
 # What it does (safe to run again; an existing /etc/serd/config.yaml is kept):
 #   - apt: libportaudio2 (microphone) and python3-venv
@@ -12,6 +13,8 @@
 #   - /opt/serd/models from the checkout's models/
 #   - /etc/serd/config.yaml from the checkout's config.yaml, if there is none yet
 #   - /etc/systemd/system/serd.service, enabled and (re)started
+#   - with --with-mqtt: /etc/systemd/system/serd-mqtt.service, installed but not enabled
+#     (set mqtt.broker in the config first; docs/home-assistant.md)
 #
 # 64-bit Pi OS is required. The TFLite interpreter serd uses, ai-edge-litert, has
 # no wheel for 32-bit ARM (armv7l) at all, and for CPython 3.11 on armv7l the
@@ -37,12 +40,13 @@ START_WAIT_S=20       # how long to wait for the service to report it is running
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DRY_RUN=0
+EXTRAS=()             # optional extras: metrics (Prometheus), mqtt (Home Assistant)
 BUILD_DIR=""
 # Root's umask may be 077; the service user must be able to read the venv and models.
 umask 022
 
 usage() {
-    sed -n '2,7s/^# \{0,1\}//p' "$0"
+    sed -n '2,8s/^# \{0,1\}//p' "$0"
 }
 
 say() { printf '==> %s\n' "$*"; }
@@ -64,6 +68,8 @@ run() {
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --dry-run|-n) DRY_RUN=1; shift ;;
+        --with-metrics) EXTRAS+=(metrics); shift ;;
+        --with-mqtt) EXTRAS+=(mqtt); shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -163,8 +169,13 @@ install_venv() {
     copy_source "$BUILD_DIR/src"
     # --only-binary: never compile a dependency on the Pi (packaging/check-pi-wheels.sh
     # checks that they all have aarch64 wheels); serd itself is built from source.
+    local target=$BUILD_DIR/src
+    if [[ ${#EXTRAS[@]} -gt 0 ]]; then
+        # prometheus-client and paho-mqtt are pure Python wheels.
+        target="$target[$(IFS=,; echo "${EXTRAS[*]}")]"
+    fi
     run "$VENV/bin/pip" install --disable-pip-version-check --no-cache-dir \
-        --only-binary=:all: --upgrade "$BUILD_DIR/src"
+        --only-binary=:all: --upgrade "$target"
 }
 
 install_models() {
@@ -210,6 +221,11 @@ PY
 install_unit() {
     say "installing $UNIT_PATH"
     run install -m 0644 "$REPO_DIR/systemd/serd.service" "$UNIT_PATH"
+    if [[ " ${EXTRAS[*]} " == *" mqtt "* ]]; then
+        # Not enabled: the broker's address and credentials go into the config first.
+        say "installing /etc/systemd/system/serd-mqtt.service (not enabled: set mqtt.broker, then systemctl enable --now serd-mqtt)"
+        run install -m 0644 "$REPO_DIR/systemd/serd-mqtt.service" /etc/systemd/system/serd-mqtt.service
+    fi
     if ! have_systemd; then
         # A chroot, a container or an image being built: there is no service manager
         # to enable or start the unit with. Said plainly rather than pretended.

@@ -14,9 +14,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # plugin (a fake microphone paced by a PulseAudio null sink); systemd (systemd-analyze
 # checks of the unit); Chromium (dashboard browser test); shellcheck (install scripts);
 # qemu-user-static, binfmt-support, debootstrap (serd on emulated arm64: tests/test_pi_emulated.py);
-# PostgreSQL's server binaries (history tests start a throwaway cluster of their own).
+# PostgreSQL's server binaries (history tests start a throwaway cluster of their own);
+# Mosquitto (the serd mqtt tests start a broker of their own on a free loopback port).
 PACKAGES="libportaudio2 alsa-utils pulseaudio pulseaudio-utils libasound2-plugins systemd chromium shellcheck
-  qemu-user-static binfmt-support debootstrap postgresql"
+  qemu-user-static binfmt-support debootstrap postgresql mosquitto"
 missing=$(for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "installing: $missing"

@@ -18,6 +18,7 @@ from serd.config import EX_INTERRUPTED
 
 def build_parser() -> argparse.ArgumentParser:
     from serd import commands, listen, run
+    from serd.mqtt import cli as mqtt_cli
     from serd.record import cli as record_cli
     from serd.record import history as history_cli
     from serd.train.cli import add_evaluate_parser, add_train_parser
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parsers(sub)
     record_cli.add_parser(sub)
     history_cli.add_parser(sub)
+    mqtt_cli.add_parser(sub)
     add_train_parser(sub)
     add_evaluate_parser(sub)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -129,6 +130,54 @@ DEFAULT_MODEL = "serd-emotion6-int8"
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus `/metrics` of `serd run` and `serd record` (pip install 'serd[metrics]'); off by default."""
+
+    bind: str | None = None
+    """`serd run`'s HOST:PORT for /metrics (e.g. 127.0.0.1:9750); null = no metrics server."""
+    record_bind: str | None = None
+    """`serd record`'s HOST:PORT for /metrics (e.g. 127.0.0.1:9751); null = none (they share this file)."""
+    allow_insecure: bool = False
+    """Allow a non-loopback metrics address (plain HTTP, no authentication: anyone who reaches it can scrape)."""
+    room_arousal: bool = False
+    """Also export each room's smoothed arousal as a gauge (off: a reading about people, kept out of monitoring)."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """`serd mqtt`: the bridge from daemons to an MQTT broker (Home Assistant); pip install 'serd[mqtt]'."""
+
+    connect: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
+    """Publishers to bridge (ZeroMQ endpoints; one bridge can take many rooms)."""
+    broker: str = "mqtt://127.0.0.1:1883"
+    """The MQTT broker: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (TLS, 8883)."""
+    username: str | None = None
+    """Broker user name; null = anonymous."""
+    password_file: str | None = None
+    """File holding the broker password (one line), never the password itself in this file."""
+    client_id: str | None = None
+    """MQTT client id; null = serd-mqtt-<hostname>."""
+    ca_file: str | None = None
+    """mqtts: CA certificate file to trust; null = the system's CAs."""
+    topic_prefix: str = "serd"
+    """State and availability topics: <topic_prefix>/<room>/state, .../availability, <topic_prefix>/bridge/availability."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's MQTT discovery prefix."""
+    publish_every_s: float = 10.0
+    """Seconds between a room's state messages (a summary of its windows, not one message per window)."""
+    stale_after_s: float = 30.0
+    """A room silent this long (no window, no heartbeat) is marked unavailable."""
+    forget_after_days: float = 7.0
+    """A room silent this long is forgotten: its Home Assistant device is removed."""
+    max_rooms: int = 64
+    """Rooms bridged at most; messages of further devices are counted and ignored."""
+    server_key: str | None = None
+    """CURVE: the publishers' public key file."""
+    client_key: str | None = None
+    """CURVE: this bridge's secret key file."""
+
+
+@dataclass(frozen=True)
 class Settings:
     device_id: str = "serd"
     """Name of this daemon in topics and messages (letters, digits, `_.:-`)."""
@@ -138,6 +187,8 @@ class Settings:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
     record: RecordSettings = field(default_factory=RecordSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -285,6 +336,8 @@ def validate(s: Settings) -> Settings:
             "or set publisher.allow_insecure: true to publish unencrypted"
         )
     validate_record(s.record)
+    validate_metrics(s.metrics)
+    validate_mqtt(s.mqtt)
     _check(s.log_level in ("debug", "info", "warning", "error"), "log_level", "debug, info, warning or error", s.log_level)
     return s
 
@@ -305,6 +358,82 @@ def validate_record(r: RecordSettings) -> None:
            r.queue_rows)
     _check((r.server_key is None) == (r.client_key is None), "record.client_key",
            "both record.server_key and record.client_key (CURVE), or neither", r.client_key)
+
+
+def parse_host_port(value: str, path: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT` -> (host, port); ConfigError naming `path` otherwise."""
+    from serd.dashboard.settings import parse_listen  # the dashboard's --listen rule, one definition
+
+    try:
+        host, port = parse_listen(value)
+    except ValueError:
+        raise ConfigError(f"{path}: expected HOST:PORT (e.g. 127.0.0.1:9750), got {_shown(value)}") from None
+    if value.strip().isdigit():  # a bare port: say where, do not assume
+        raise ConfigError(f"{path}: expected HOST:PORT (e.g. 127.0.0.1:{port}), got {_shown(value)}")
+    return host, port
+
+
+def validate_metrics(m: MetricsSettings) -> None:
+    from serd.dashboard.settings import is_loopback_host
+
+    for key in ("bind", "record_bind"):
+        value = getattr(m, key)
+        if value is None:
+            continue
+        host, _ = parse_host_port(value, f"metrics.{key}")
+        if not is_loopback_host(host) and not m.allow_insecure:
+            raise ConfigError(
+                f"metrics.{key}: {value} is reachable from the network (plain HTTP, no authentication); "
+                "scrape through a tunnel, or set metrics.allow_insecure: true"
+            )
+
+
+MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+"""Broker URL schemes and their default ports (TLS on mqtts)."""
+MQTT_TOPIC_PART = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+"""A topic prefix: plain levels, no wildcard (+ #), no empty level."""
+
+
+def parse_broker(url: str, path: str = "mqtt.broker") -> tuple[str, int, bool]:
+    """mqtt://HOST[:PORT] or mqtts://HOST[:PORT] -> (host, port, tls); ConfigError otherwise."""
+    import urllib.parse
+
+    expected = "mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{path}: expected {expected}, got {_shown(url)}") from None
+    _check(parts.scheme in MQTT_SCHEMES and bool(parts.hostname) and parts.path in ("", "/")
+           and not parts.query and not parts.fragment, path, expected, url)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{path}: no user or password in the URL; use mqtt.username and mqtt.password_file")
+    return parts.hostname, port or MQTT_SCHEMES[parts.scheme], parts.scheme == "mqtts"
+
+
+def validate_mqtt(q: MqttSettings) -> None:
+    _check(len(q.connect) > 0, "mqtt.connect", "a list of one or more endpoints", list(q.connect))
+    for i, endpoint in enumerate(q.connect):
+        _check(endpoint.startswith(("tcp://", "ipc://")) and len(endpoint) > len("tcp://"), f"mqtt.connect[{i}]",
+               "a tcp:// or ipc:// endpoint", endpoint)
+    parse_broker(q.broker)
+    _check(q.username is None or bool(q.username.strip()), "mqtt.username", "a user name or null", q.username)
+    _check(q.password_file is None or q.username is not None, "mqtt.password_file",
+           "null, or a file together with mqtt.username", q.password_file)
+    # MQTT 3.1.1 servers must accept 1..23 characters; longer ids work on Mosquitto but not everywhere.
+    _check(q.client_id is None or 1 <= len(q.client_id) <= 64 and q.client_id.isprintable(), "mqtt.client_id",
+           "1-64 printable characters or null", q.client_id)
+    for key in ("topic_prefix", "discovery_prefix"):
+        value = getattr(q, key)
+        _check(len(value) <= 64 and bool(MQTT_TOPIC_PART.fullmatch(value)), f"mqtt.{key}",
+               "topic levels of letters, digits, _.- separated by / (no + or #)", value)
+    _check(1.0 <= q.publish_every_s <= 3600, "mqtt.publish_every_s", "1..3600 seconds", q.publish_every_s)
+    _check(1.0 <= q.stale_after_s <= 86400, "mqtt.stale_after_s", "1..86400 seconds", q.stale_after_s)
+    _check(q.stale_after_s / 86400 < q.forget_after_days <= 3650, "mqtt.forget_after_days",
+           "days, longer than mqtt.stale_after_s, up to 3650", q.forget_after_days)
+    _check(1 <= q.max_rooms <= 10000, "mqtt.max_rooms", "1..10000", q.max_rooms)
+    _check((q.server_key is None) == (q.client_key is None), "mqtt.client_key",
+           "both mqtt.server_key and mqtt.client_key (CURVE), or neither", q.client_key)
 
 
 def from_dict(data: dict | None) -> Settings:

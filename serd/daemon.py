@@ -68,6 +68,7 @@ class Daemon:
         self._retry_delay = FIRST_RETRY_S
         self._last_block = time.monotonic()
         self.reload_hook = None  # set by the CLI: returns new Settings on SIGHUP
+        self.window_hook = None  # set by serd.metrics: called with (outcome, message) after each window
 
     # -- control, callable from signal handlers ---------------------------------------------
     def request_stop(self, signum: int | None = None, _frame=None) -> None:
@@ -208,8 +209,11 @@ class Daemon:
         for window in self.buffer.push(samples):
             outcome = self.pipeline.process(window)
             self.counters.windows += 1
-            if self.publisher.send(self.emotion_message(outcome, block.captured_at)):
+            message = self.emotion_message(outcome, block.captured_at)
+            if self.publisher.send(message):
                 self.counters.published += 1
+            if self.window_hook is not None:
+                self.window_hook(outcome, message)
 
     def _send_ready(self) -> None:
         if not self._ready_sent:

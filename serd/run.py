@@ -34,6 +34,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None, help="model name or .tflite path")
     p.add_argument("--rate", type=int, default=None, help="stdin source: sample rate (default 16000)")
     p.add_argument("--channels", type=int, default=None, help="stdin/mic: channel count (default 1)")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus /metrics there (needs serd[metrics]; default: metrics.bind, off)")
     p.set_defaults(func=run_command)
 
 
@@ -61,6 +63,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         changes["source.stdin_rate"] = args.rate
     if args.channels is not None:
         changes["source.channels"] = args.channels
+    if args.metrics is not None:
+        changes["metrics.bind"] = args.metrics
     return changes
 
 
@@ -74,6 +78,7 @@ def run_command(args: argparse.Namespace) -> int:
     from serd.model import Model, ModelError, resolve_model_path
     from serd.publisher import Publisher, PublisherError
     from serd.sources import make_source
+    from serd.subcommand import import_extra
     from serd.vad import VadError, make_detector
 
     try:
@@ -82,6 +87,13 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"serd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     logging.getLogger("serd").setLevel(settings.log_level.upper())
+    metrics = None
+    if settings.metrics.bind is not None:
+        try:
+            metrics = import_extra("serd.metrics", "metrics", "metrics.bind")
+        except ImportError as exc:
+            print(f"serd: {exc}", file=sys.stderr)
+            return EX_CONFIG
     if settings.source.kind == "file":
         try:  # before anything starts or logs: a bad file is one line, as in `serd analyze`
             file_duration_s(settings.source.path)
@@ -100,13 +112,24 @@ def run_command(args: argparse.Namespace) -> int:
     except PublisherError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return EX_CONFIG if exc.config_error else 1
+    server = None
     try:
         daemon = Daemon(settings, model, source, publisher)
         if args.config is not None:
             daemon.reload_hook = lambda: load_settings(args)
+        if metrics is not None:
+            daemon_metrics = metrics.DaemonMetrics(settings.metrics.room_arousal)
+            daemon_metrics.attach(daemon)
+            try:
+                server = metrics.serve(daemon_metrics.registry, settings.metrics.bind, "metrics.bind")
+            except metrics.MetricsError as exc:
+                print(f"serd: {exc}", file=sys.stderr)
+                return 1
         daemon.install_signal_handlers()
         _LOGGER.info("serd: model %s (%s), source %s, device %s", model.model_id, model.backend,
                      source.description, settings.device_id)
         return daemon.run()
     finally:
+        if server is not None:
+            server.stop()
         publisher.close()  # idempotent; also when a SIGTERM during start-up raised SystemExit (no ipc file left)

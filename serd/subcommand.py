@@ -24,3 +24,13 @@ def add_command(subparsers, name: str, summary: str, description: str,
         # Keeps the examples one per line (the description is wrapped above).
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def import_extra(module: str, extra: str, what: str):
+    """Import `module` (a command's optional part); ImportError with one line saying which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{what} needs {exc.name or 'a package'}: pip install 'serd[{extra}]'") from None

@@ -12,7 +12,7 @@ from helpers_daemon import serd_env
 from serd.cli import build_parser
 
 EXPECTED_COMMANDS = {"run", "listen", "analyze", "devices", "keys", "train", "evaluate", "dashboard", "record",
-                     "history"}
+                     "history", "mqtt"}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -14,9 +14,9 @@ UNIT = REPO_ROOT / "systemd" / "serd-record.service"
 INSTALLED_EXEC = "/opt/serd/venv/bin/serd"
 
 
-def settings() -> dict[str, list[str]]:
+def settings(unit: Path = UNIT) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for raw in UNIT.read_text(encoding="utf-8").splitlines():
+    for raw in unit.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if line and not line.startswith(("#", ";", "[")):
             key, _, value = line.partition("=")
@@ -30,28 +30,36 @@ def one(key: str) -> str:
     return values[0]
 
 
-def unit_with_stub(tmp_path: Path) -> Path:
+def unit_with_stub(tmp_path: Path, unit: Path = UNIT) -> Path:
     stub = tmp_path / "serd"
     stub.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text(encoding="utf-8").replace(f"ExecStart={INSTALLED_EXEC} ", f"ExecStart={stub} "))
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text(encoding="utf-8").replace(f"ExecStart={INSTALLED_EXEC} ", f"ExecStart={stub} "))
     return copy
+
+
+def assert_verify_is_clean(tmp_path: Path, unit: Path = UNIT) -> None:
+    result = analyze("verify", str(unit_with_stub(tmp_path, unit)))
+    assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), result.stderr
+
+
+def assert_exposure_at_most_two(unit: Path = UNIT) -> None:
+    result = analyze("security", "--offline=yes", "--no-pager", str(unit))
+    assert result.returncode == 0, result.stderr
+    match = re.search(rf"Overall exposure level for {re.escape(unit.name)}:\s*([0-9.]+)", result.stdout)
+    assert match, result.stdout
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
 @needs_systemd_analyze
 def test_verify_is_clean(tmp_path):
-    result = analyze("verify", str(unit_with_stub(tmp_path)))
-    assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), result.stderr
+    assert_verify_is_clean(tmp_path)
 
 
 @needs_systemd_analyze
 def test_security_exposure_is_at_most_two():
-    result = analyze("security", "--offline=yes", "--no-pager", str(UNIT))
-    assert result.returncode == 0, result.stderr
-    match = re.search(r"Overall exposure level for serd-record\.service:\s*([0-9.]+)", result.stdout)
-    assert match, result.stdout
-    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    assert_exposure_at_most_two()
 
 
 def test_runs_the_recorder_on_the_installed_config():

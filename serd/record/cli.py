@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from serd import config
-from serd.config import EX_CONFIG, ConfigError, RecordSettings
+from serd.config import EX_CONFIG, ConfigError, RecordSettings, Settings
 from serd.subcommand import add_command
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,35 +34,48 @@ def add_parser(subparsers) -> None:
     p.add_argument("--keep-days", type=float, default=None, metavar="N", help="days raw windows are kept (default 14)")
     p.add_argument("--server-key", default=None, help="CURVE: the publishers' public key file")
     p.add_argument("--client-key", default=None, help="CURVE: this recorder's secret key file")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus /metrics there (needs serd[metrics]; default: metrics.record_bind, off)")
     p.set_defaults(func=record_command)
 
 
-def load_record_settings(args: argparse.Namespace) -> RecordSettings:
+def load_settings(args: argparse.Namespace) -> Settings:
     changes: dict[str, Any] = {}
     for flag, key in (("connect", "connect"), ("db", "db"), ("keep_days", "keep_days"),
                       ("server_key", "server_key"), ("client_key", "client_key")):
         value = getattr(args, flag)
         if value is not None:
             changes[f"record.{key}"] = tuple(value) if isinstance(value, list) else value
-    return config.override(config.load(args.config), changes).record
+    if getattr(args, "metrics", None) is not None:
+        changes["metrics.record_bind"] = args.metrics
+    return config.override(config.load(args.config), changes)
+
+
+def load_record_settings(args: argparse.Namespace) -> RecordSettings:
+    return load_settings(args).record
 
 
 def record_command(args: argparse.Namespace) -> int:
     from serd.record.recorder import Recorder
     from serd.record.store import StoreError, default_url, open_store
     from serd.record.writer import WriterSettings
+    from serd.subcommand import import_extra
 
     try:
-        settings = load_record_settings(args)
-    except ConfigError as exc:
-        print(f"serd: config error: {exc}", file=sys.stderr)
+        full = load_settings(args)
+        metrics = None if full.metrics.record_bind is None else import_extra("serd.metrics", "metrics",
+                                                                              "metrics.record_bind")
+    except (ConfigError, ImportError) as exc:
+        print(f"serd: config error: {exc}" if isinstance(exc, ConfigError) else f"serd: {exc}", file=sys.stderr)
         return EX_CONFIG
+    settings = full.record
     url = settings.db or default_url()
     try:
         store = open_store(url, create=True)
     except StoreError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 1
+    server = None
     try:
         store.migrate()
         recorder = Recorder(
@@ -70,6 +83,13 @@ def record_command(args: argparse.Namespace) -> int:
             WriterSettings(flush_s=settings.flush_s, batch_rows=settings.batch_rows, queue_rows=settings.queue_rows,
                            keep_days=settings.keep_days, keep_aggregate_days=settings.keep_aggregate_days),
             settings.server_key and Path(settings.server_key), settings.client_key and Path(settings.client_key))
+        if metrics is not None:
+            try:
+                server = metrics.serve(metrics.RecorderMetrics(recorder).registry, full.metrics.record_bind,
+                                       "metrics.record_bind")
+            except metrics.MetricsError as exc:  # address in use: a runtime failure, as for the daemon
+                print(f"serd: {exc}", file=sys.stderr)
+                return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, recorder.request_stop)
         code = recorder.run()
@@ -83,4 +103,6 @@ def record_command(args: argparse.Namespace) -> int:
         print(f"serd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     finally:
+        if server is not None:
+            server.stop()
         store.close()
