@@ -210,7 +210,17 @@ class RecorderMetrics:
                                 value=0.0 if writer.error is None else 1.0)
         yield counter("serd_record_sessions", "Daemon sessions begun (a daemon first heard, or heard again "
                       "after a restart)", c.sessions)
-        yield GaugeMetricFamily("serd_record_rooms", "Devices heard since the recorder started", value=len(c.devices))
+        yield counter("serd_record_messages_replayed", "Messages whose seq and time went back for their device "
+                      "(a replay or a duplicate): ignored", c.replayed)
+        yield counter("serd_record_rows_refused", "Rows the database refused (dropped; the rest of the batch written)",
+                      sum(w.refused.values()))
+        yield counter("serd_record_database_reopened", "Times the SQLite file was found deleted or replaced and "
+                      "opened afresh", w.reopened)
+        sub = self.recorder.subscriber
+        yield counter("serd_record_connections_dropped", "Publisher connections ZeroMQ ended for good (an "
+                      "oversized frame, a failed handshake), reconnected", sub.dropped if sub else 0)
+        yield GaugeMetricFamily("serd_record_rooms", "Devices tracked in memory (idle ones are let go beyond a "
+                                "cap; their rows are in the database)", value=len(self.recorder.tracker))
         yield build_info("")
 
 

@@ -223,11 +223,12 @@ class Bridge:
         """Until SIGTERM (0) or SIGINT (130)."""
         import zmq
 
-        from serd.listen import connect
+        from serd.subscriber import Subscriber
 
-        sub = connect(list(self.settings.connect), [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
+        # The Subscriber every consumer reads from: it refuses oversized frames and repairs the
+        # connections ZeroMQ gives up on after one.
+        sub = Subscriber(list(self.settings.connect), [EMOTION_PREFIX, STATUS_PREFIX], self.server_key,
+                         self.client_key)
         self.client.loop_start()  # paho's thread: connects, and reconnects with backoff
         self.notifier.ready("bridging")
         _LOGGER.info("bridging %s to %s", ", ".join(self.settings.connect), self.settings.broker)
@@ -236,7 +237,7 @@ class Bridge:
         next_ping = 0.0
         try:
             while not self._stop.is_set():
-                if poller.poll(POLL_MS):
+                if sub.poll(POLL_MS):
                     for _ in range(RECV_BATCH):
                         try:
                             frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -253,7 +254,7 @@ class Bridge:
                     _LOGGER.info("%s", self.summary())
                     self.notifier.status(self.summary())
         finally:
-            sub.close(linger=0)
+            sub.close()
             self.notifier.stopping()
             self._close()
             _LOGGER.info("stopped: %s", self.summary())

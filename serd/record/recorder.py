@@ -53,7 +53,7 @@ class Recorder:
         self.writer = BatchWriter(store, writer_settings)
         self._stop = threading.Event()
         self.interrupted = False
-        self._sub = None
+        self.subscriber = None
         """The Subscriber while running (it counts the connections ZeroMQ dropped and it repaired)."""
 
     def request_stop(self, signum: int | None = None, _frame=None) -> None:
@@ -95,7 +95,7 @@ class Recorder:
         return (f"{len(self.tracker)} rooms, received {c.received}, written {w.written}, queued {self.writer.queued}, "
                 f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}, "
                 f"replayed {c.replayed}, refused by the database {sum(w.refused.values())}, "
-                f"connections dropped by ZeroMQ {self._sub.dropped if self._sub else 0}")
+                f"connections dropped by ZeroMQ {self.subscriber.dropped if self.subscriber else 0}")
 
     def run(self) -> int:
         """Until SIGTERM (0), SIGINT (130) or a database that cannot be written (1)."""
@@ -103,7 +103,7 @@ class Recorder:
 
         from serd.subscriber import Subscriber
 
-        sub = self._sub = Subscriber(self.endpoints, [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
+        sub = self.subscriber = Subscriber(self.endpoints, [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
         self.writer.start()
         self.notifier.ready("recording")
         _LOGGER.info("recording %s into %s", ", ".join(self.endpoints), describe_url(self.store.url))
