@@ -15,7 +15,7 @@
 - bad input: what `serd analyze` says of every generated malformed file.
 
 Progress goes to stderr, the report (markdown) to stdout. The model defaults to the shipped
-`models/serd-emotion6-int8.tflite`; without it, to the tests' tiny model (the same
+`models/serd-emotion5-int8.tflite`; without it, to the tests' tiny model (the same
 `serd_cnn` network with random weights, so the same work per window), generated with
 tests/make_tiny_model.py (needs the train extra). Figures from a loaded machine are upper
 bounds on cost: say so when you publish them.
@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 import helpers_reliability as rel  # noqa: E402
 
-SHIPPED = ROOT / "models" / "serd-emotion6-int8.tflite"
+SHIPPED = ROOT / "models" / "serd-emotion5-int8.tflite"
 BUDGET_LOOPS = 8
 """The demo (39 s) looped 8 times: 5 minutes of real time for the budget run."""
 PROBE_PASSES = 5

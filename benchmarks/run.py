@@ -1,6 +1,6 @@
 """serd's speed and memory figures, re-runnable with one command:
 
-    python benchmarks/run.py [--model serd-emotion6-int8] [--clips 240] [--seed-style] > benchmarks/RESULTS.md
+    python benchmarks/run.py [--model serd-emotion5-int8] [--clips 240] [--seed-style] > benchmarks/RESULTS.md
 
 RAVDESS clips from $SERD_DATA/ravdess (default ../shared/data/ravdess). Measures, on this machine,
 pinned to one core (taskset) where possible:
@@ -288,7 +288,7 @@ def daemon_realtime(model_path: Path, vad: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="serd-emotion6-int8")
+    parser.add_argument("--model", default="serd-emotion5-int8")
     parser.add_argument("--clips", type=int, default=240)
     parser.add_argument("--seed-style", action="store_true",
                         help="also time the study-style pipeline (needs TensorFlow + librosa)")

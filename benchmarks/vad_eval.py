@@ -207,7 +207,7 @@ def model_call(windows: list[np.ndarray]):
     from serd.features import LogMel
     from serd.model import Model, resolve_model_path
 
-    model = Model(resolve_model_path("serd-emotion6-int8"))
+    model = Model(resolve_model_path("serd-emotion5-int8"))
     features = [LogMel(model.params)(w) for w in windows]
     return lambda i: model.predict(features[i])
 

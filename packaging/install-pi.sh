@@ -32,7 +32,7 @@ CONFIG_DIR=/etc/serd
 CONFIG=$CONFIG_DIR/config.yaml
 UNIT_PATH=/etc/systemd/system/serd.service
 SERVICE_USER=serd
-MODEL_NAME=serd-emotion6-int8
+MODEL_NAME=serd-emotion5-int8
 MODEL_PATH=$MODELS_DIR/$MODEL_NAME.tflite
 APT_PACKAGES=(libportaudio2 python3-venv)
 MIN_PYTHON_MINOR=10   # pyproject.toml: requires-python >= 3.10 (Bookworm has 3.11)

@@ -33,7 +33,7 @@ SUITE=bookworm
 ARCH=arm64
 VARIANT=minbase
 INCLUDE=python3,python3-venv,python3-pip,ca-certificates
-MODEL_NAME=serd-emotion6-int8
+MODEL_NAME=serd-emotion5-int8
 # qemu 7.2 shows the guest the host's x86 /proc/cpuinfo, and ai-edge-litert's CPU
 # detection then crashes in Interpreter(): the guest sees a Pi 4's cpuinfo instead.
 CPUINFO=$HERE/cpuinfo-cortex-a72

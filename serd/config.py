@@ -125,7 +125,7 @@ class RecordSettings:
     """CURVE: this recorder's secret key file."""
 
 
-DEFAULT_MODEL = "serd-emotion6-int8"
+DEFAULT_MODEL = "serd-emotion5-int8"
 """The shipped model every command uses unless told otherwise (models/README.md)."""
 
 

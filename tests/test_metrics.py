@@ -91,7 +91,7 @@ def test_daemon_counters_move_with_windows(workdir):
         assert value(scraped, "serd_speech_windows_total") == 0
         assert value(scraped, "serd_gated_windows_total", reason="below_gate") == first
         assert value(scraped, "serd_state", state="running") == 1
-        assert value(scraped, "serd_model_info", backend=scraped_backend(scraped), model="serd-emotion6-int8",
+        assert value(scraped, "serd_model_info", backend=scraped_backend(scraped), model="serd-emotion5-int8",
                      sha256=scraped_sha(scraped)) == 1
         assert value(scraped, "process_resident_memory_bytes") > 10e6
         assert value(scraped, "serd_last_window_age_seconds") >= 0

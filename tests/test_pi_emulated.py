@@ -26,7 +26,7 @@ from conftest import RAVDESS_FIXTURES, REPO_ROOT, SAMPLE_CLIPS, subprocess_env
 pytestmark = [pytest.mark.slow, pytest.mark.pi_emulated]
 
 CHECK = REPO_ROOT / "packaging" / "pi-emulated-check.sh"
-SIDECAR = REPO_ROOT / "models" / "serd-emotion6-int8.json"
+SIDECAR = REPO_ROOT / "models" / "serd-emotion5-int8.json"
 CANNOT_EMULATE = 77
 CHECK_TIMEOUT_S = 2400
 """Generous: a cold run (bootstrap included) takes minutes; a loaded machine, more."""

@@ -7,7 +7,7 @@ cross-validation model scores its own test speakers through the runtime
 fitted on the other folds' clips, and ECE is measured on fold k's, so each
 figure is honest. The temperature fitted on all folds is what the shipped model gets.
 
-    python -m serd.train.calibrate runs/cv_rel [--kind int8] [--apply models/serd-emotion6-int8.json]
+    python -m serd.train.calibrate runs/cv_rel [--kind int8] [--apply models/serd-emotion5-int8.json]
     python -m serd.train.calibrate runs/cv_v2 --data ravdess=../shared/data/ravdess --data nemo=../shared/data/nemo
 
 Give the same `--data` (and `--folds`, `--val-per-corpus`) as the `serd train --protocol cv` run.

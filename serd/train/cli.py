@@ -73,9 +73,9 @@ def add_evaluate_parser(subparsers) -> None:
         subparsers, "evaluate", "score a .tflite model on labelled corpora via serd's runtime",
         "Classify every clip of the given corpora through the same code as `serd analyze`, and print accuracy, "
         "UAR, calibration error and the confusion matrix, then per corpus its UAR, 4-class UAR and arousal UAR.",
-        ("serd evaluate models/serd-emotion6-int8.tflite ../shared/data/ravdess",
-         "serd evaluate models/serd-emotion6-int8.tflite nemo=../shared/data/nemo --conditions",
-         "serd evaluate runs/final/serd-emotion6-int8.tflite csv=labels.csv --json"),
+        ("serd evaluate models/serd-emotion5-int8.tflite ../shared/data/ravdess",
+         "serd evaluate models/serd-emotion5-int8.tflite nemo=../shared/data/nemo --conditions",
+         "serd evaluate runs/final/serd-emotion5-int8.tflite csv=labels.csv --json"),
     )
     p.add_argument("model", type=Path, help="path to a .tflite with its .json sidecar")
     p.add_argument("data", nargs="*", metavar="KIND=PATH",

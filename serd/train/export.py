@@ -20,6 +20,9 @@ CREDITS = {
                "Speech and Song, PLoS ONE 13(5): e0196391, CC BY-NC-SA 4.0",
     "nemo": "nEMO: Christop (2024), nEMO: Dataset of Emotional Speech in Polish, LREC-COLING 2024, "
             "pp. 12111-12116, CC BY-NC-SA 4.0",
+    # Read as a CSV corpus (`--data csv:emospeech=.../emospeech.csv`); its folder carries the licence, no paper.
+    "emospeech": "Indian EmoSpeech Command: spoken keywords with calm, happy, angry and fearful voices, recorded "
+                 "on phones in real places in India, CC BY-NC-SA 4.0",
 }
 
 
