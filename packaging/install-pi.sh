@@ -172,7 +172,7 @@ install_venv() {
     local target=$BUILD_DIR/src
     if [[ ${#EXTRAS[@]} -gt 0 ]]; then
         # prometheus-client and paho-mqtt are pure Python wheels.
-        target="$target[$(IFS=,; echo "${EXTRAS[*]}")]"
+        target="${target}[$(IFS=,; echo "${EXTRAS[*]}")]"
     fi
     run "$VENV/bin/pip" install --disable-pip-version-check --no-cache-dir \
         --only-binary=:all: --upgrade "$target"
