@@ -95,6 +95,26 @@ def sample_clip_paths() -> list[Path]:
     return paths
 
 
+RELIABILITY_DIR = Path(__file__).resolve().parent / "reliability"
+FIRST_FILES = ("test_pi_emulated.py", "test_train.py")
+"""The longest files first: under pytest-xdist they then run beside the rest rather than after it."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark what must run alone (`serial`), and start the longest files first.
+
+    scripts/test.sh runs the tests in two passes: everything not `serial` over every core
+    (pytest-xdist, a file per worker), then the `serial` ones one at a time. Serial are the
+    reliability suite (soak, load, memory under attack, a shared core at real time): their
+    figures are the daemon's own, and another test on the same cores would be in them.
+    """
+    for item in items:
+        if RELIABILITY_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.serial)
+    rank = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Count the dataset-scale tests that did not run (reported last, by `pytest_unconfigure`)."""
     config.stash[CORPUS_SKIPS] = sum(
