@@ -23,8 +23,6 @@ Names follow Prometheus' conventions: `serd_` prefix, `_total` counters, seconds
 
 from __future__ import annotations
 
-import http.server
-import io
 import logging
 import math
 import socket
@@ -37,7 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.process_collector import ProcessCollector
 
 from serd import __version__
-from serd.dashboard.guard import ConnectionGuard, DeadlineReader
+from serd.dashboard.guard import ConnectionGuard, GuardedHandler, GuardedServer
 from serd.dashboard.settings import is_loopback_host
 
 _LOGGER = logging.getLogger(__name__)
@@ -277,26 +275,16 @@ class _Budget:
         return True
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(GuardedServer):
     request_queue_size = LISTEN_BACKLOG
-    guard: ConnectionGuard
     budget: _Budget
     page: _Page
 
-    def process_request(self, request, client_address) -> None:
-        # Admission before a thread is spent on the connection (see serd.dashboard.guard).
-        if not self.budget.take(client_address[0]):
-            super().shutdown_request(request)  # never admitted: nothing for the guard to release
-            return
-        if not self.guard.admit(request, client_address[0]):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        self.guard.release(request)
-        super().shutdown_request(request)
+    def admit(self, request, address: str) -> bool:
+        # The per-second budget first: a refused connection is closed before the guard counts it.
+        if not self.budget.take(address):
+            return False
+        return super().admit(request, address)
 
     def handle_error(self, request, client_address) -> None:  # a scraper that went away: not a traceback
         _LOGGER.debug("metrics request from %s failed", client_address[0], exc_info=True)
@@ -306,29 +294,14 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     server: _Server
     timeout = SOCKET_TIMEOUT_S
+    header_deadline_s = HEADER_DEADLINE_S
     # HTTP/1.0 (the base class's): one request per connection, so the per-second budget counts requests.
 
     def version_string(self) -> str:
         return "serd-metrics"
-
-    def setup(self) -> None:
-        super().setup()
-        self._reader = DeadlineReader(self.connection, SOCKET_TIMEOUT_S)
-        self.rfile = io.BufferedReader(self._reader)
-
-    def handle_one_request(self) -> None:
-        self._reader.deadline = time.monotonic() + HEADER_DEADLINE_S
-        self.server.guard.headers_started(self.connection)
-        super().handle_one_request()
-
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        self._reader.deadline = None
-        self.server.guard.headers_done(self.connection)
-        return ok
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         _LOGGER.debug("%s %s", self.address_string(), format % args)

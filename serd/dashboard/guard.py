@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.server
 import io
 import ipaddress
 import socket
@@ -218,3 +219,52 @@ def cookie_ok(token: str, value: str, now: float | None = None) -> bool:
     if not -COOKIE_CLOCK_SLACK_S <= age <= COOKIE_MAX_AGE_S:
         return False
     return hmac.compare_digest(mac.encode("ascii", "replace"), _cookie_mac(token, issued).encode("ascii"))
+
+
+class GuardedServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server whose connections pass the `guard` before they cost a thread.
+
+    Shared by the dashboard and the metrics endpoint; `admit` is where a server adds checks of its own.
+    """
+
+    daemon_threads = True  # an open connection must not hold up shutdown
+    guard: ConnectionGuard
+
+    def admit(self, request, address: str) -> bool:
+        """Whether to give this connection a thread (the guard's caps; a subclass may add its own)."""
+        return self.guard.admit(request, address)
+
+    def process_request(self, request, client_address) -> None:
+        # Admission before a thread is spent on the connection.
+        if not self.admit(request, client_address[0]):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        self.guard.release(request)
+        super().shutdown_request(request)
+
+
+class GuardedHandler(http.server.BaseHTTPRequestHandler):
+    """Reads against deadlines: `header_deadline_s` for the request line and all headers however slowly
+    they trickle, `timeout` per read after that; tells the guard when the headers are in."""
+
+    server: GuardedServer
+    header_deadline_s = HEADER_DEADLINE_S
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + self.header_deadline_s
+        self.server.guard.headers_started(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._reader.deadline = None  # a body gets its own deadline, if the server reads one
+        self.server.guard.headers_done(self.connection)
+        return ok

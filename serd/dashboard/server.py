@@ -16,8 +16,6 @@ an event loop nor a framework.
 from __future__ import annotations
 
 import hmac
-import http.server
-import io
 import json
 import logging
 import re
@@ -43,9 +41,9 @@ from serd.dashboard.settings import (  # noqa: F401  (re-exported for the CLI an
 )
 from serd.dashboard.guard import (
     COOKIE_MAX_AGE_S,
-    HEADER_DEADLINE_S,
     ConnectionGuard,
-    DeadlineReader,
+    GuardedHandler,
+    GuardedServer,
     GuessThrottle,
     client_key,
     cookie_ok,
@@ -116,23 +114,10 @@ def strict_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True  # an open event stream must not hold up shutdown
+class _Server(GuardedServer):
     request_queue_size = 64
     dashboard: "Dashboard"
-    guard: ConnectionGuard
     throttle: GuessThrottle
-
-    def process_request(self, request, client_address) -> None:
-        # Admission before a thread is spent on the connection (see serd.dashboard.guard).
-        if not self.guard.admit(request, client_address[0]):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        self.guard.release(request)
-        super().shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:  # one line, not a traceback
         import sys
@@ -148,29 +133,12 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(GuardedHandler):
     server: _Server
     timeout = SOCKET_TIMEOUT_S
 
     def version_string(self) -> str:
         return "serd-dashboard"
-
-    def setup(self) -> None:
-        super().setup()
-        self._reader = DeadlineReader(self.connection, SOCKET_TIMEOUT_S)
-        self.rfile = io.BufferedReader(self._reader)
-
-    def handle_one_request(self) -> None:
-        # One deadline for the request line and all headers, however slowly they trickle.
-        self._reader.deadline = time.monotonic() + HEADER_DEADLINE_S
-        self.server.guard.headers_started(self.connection)
-        super().handle_one_request()
-
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        self._reader.deadline = None  # a body gets its own deadline (see _read_body)
-        self.server.guard.headers_done(self.connection)
-        return ok
 
     @property
     def dashboard(self) -> "Dashboard":
