@@ -74,6 +74,17 @@ def expected_windows(samples: int) -> int:
 
 # -- /proc ---------------------------------------------------------------------------------------
 
+def long_demo(workdir: Path, repeats: int = 4) -> Path:
+    """The demo recording `repeats` times over (about 40 s each) as one WAV in `workdir`: a file
+    source ends with its file, and an attack test on a loaded machine can outlast one demo."""
+    import soundfile as sf
+
+    audio, rate = sf.read(DEMO_FLAC, dtype="int16")
+    path = workdir / "demo-long.wav"
+    sf.write(path, np.concatenate([audio] * repeats), rate, subtype="PCM_16")
+    return path
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

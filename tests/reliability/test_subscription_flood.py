@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from helpers_daemon import short_tmpdir
-from helpers_reliability import DEMO_FLAC, Daemon, emotions_in, free_tcp_port, rss_mb, sub_socket, write_config
+from helpers_reliability import Daemon, emotions_in, free_tcp_port, long_demo, rss_mb, sub_socket, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def test_a_subscription_flood_costs_the_daemon_little_and_windows_keep_flowing(t
     context = zmq.Context()
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     with short_tmpdir("serd-flood-") as workdir:
-        daemon = Daemon(["--config", write_config(workdir, "flooded", None), "--source", DEMO_FLAC,
+        daemon = Daemon(["--config", write_config(workdir, "flooded", None), "--source", long_demo(workdir),
                          "--bind", endpoint, "--model", tiny_model_int8], workdir)
         sub = sub_socket(context, endpoint)
         flooder = context.socket(zmq.XSUB)

@@ -24,11 +24,11 @@ import zmq
 from helpers_daemon import short_tmpdir
 from helpers_record import emotion
 from helpers_reliability import (
-    DEMO_FLAC,
     HERE,
     Daemon,
     emotions_in,
     free_tcp_port,
+    long_demo,
     rss_mb,
     serd_env,
     stop_process,
@@ -72,7 +72,7 @@ def test_big_subscriptions_cost_the_daemon_little_and_windows_keep_flowing(tiny_
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     flooder = None
     with short_tmpdir("serd-bigsub-") as workdir:
-        daemon = Daemon(["--config", write_config(workdir, "bigsub", None), "--source", DEMO_FLAC,
+        daemon = Daemon(["--config", write_config(workdir, "bigsub", None), "--source", long_demo(workdir),
                          "--bind", endpoint, "--model", tiny_model_int8], workdir)
         sub = sub_socket(context, endpoint)
         try:
