@@ -46,15 +46,15 @@ fi
 # fallback interpreter, tested beside ai-edge-litert (it pins numpy < 2 for the whole venv).
 "$VENV/bin/pip" install -q -e ".[train,tflite-runtime,dev]"
 
-# Two passes: every test that may share the machine, over every core (pytest-xdist, one file
-# per worker: most tests wait on real time, sockets and subprocesses, not on the CPU); then the
-# `serial` ones (tests/reliability: soak, load, memory under attack, a shared core at real time),
-# one at a time on a quiet machine. Extra arguments (a path, -k, -x, -q) go to both passes;
+# Two passes: every test that may share the machine, over the cores (pytest-xdist, one file per
+# worker, a worker more than cores: most tests wait on real time, sockets and subprocesses, not on
+# the CPU); then the `serial` ones (the reliability files that measure the daemon's pace under
+# load: soak, load, attacks, a shared core at real time; tests/conftest.py), one at a time. Extra arguments (a path, -k, -x, -q) go to both passes;
 # a marker expression goes in SERD_TEST_MARK (e.g. "not slow"), joined to each pass's own.
 # pytest's "no tests collected" (5) counts as a failure only when neither pass ran anything.
 set +e
 mark=${SERD_TEST_MARK:+ and ($SERD_TEST_MARK)}
-"$VENV/bin/python" -m pytest -n "${SERD_TEST_WORKERS:-auto}" --dist loadfile -m "not serial$mark" "$@"
+"$VENV/bin/python" -m pytest -n "${SERD_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadfile -m "not serial$mark" "$@"
 shared=$?
 if [ -n "$pi_bootstrap" ]; then
   wait "$pi_bootstrap" || echo "arm64 bootstrap failed: see $pi_bootstrap_log" >&2

@@ -7,6 +7,7 @@ upload panel. The daemon runs the very same steps one window at a time
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,6 +22,8 @@ from serd.gate import make_speech_gate, update_many
 from serd.labels import arousal_of
 from serd.vad import DEFAULT_THRESHOLD
 from serd.windows import Window, WindowBuffer
+
+_LOGGER = logging.getLogger(__name__)
 
 PredictMany = Callable[[np.ndarray], np.ndarray]
 """(n, n_mels, n_frames) features -> (n, n_labels) probabilities."""
@@ -271,21 +274,20 @@ def analyze_paths(
     if jobs <= 1 or len(groups) < 2:
         yield from analyze_files(paths, model, hop_s, gate)
         return
-    import multiprocessing
+    from serd.procmap import ordered_map
 
-    # fork: the workers start with serd imported (a spawned one re-imports numpy and the runtime)
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    pool = context.Pool(min(jobs, len(groups)), initializer=_start_worker,
-                        initargs=(str(model.path), model.backend, model.temperature, hop_s, gate))
+    given = 0
     try:
-        for outcomes in pool.imap(_analyze_group, groups):
+        for outcomes in ordered_map(_analyze_group, groups, jobs, _start_worker,
+                                    (str(model.path), model.backend, model.temperature, hop_s, gate)):
+            given += len(outcomes)
             yield from outcomes
-    except BaseException:
-        pool.terminate()
-        pool.join()
-        raise
-    pool.close()
-    pool.join()
+    except OSError as exc:
+        if given:
+            raise
+        # No worker processes to be had (a process limit): the same results from this process, only slower.
+        _LOGGER.warning("cannot start %d worker processes (%s): analysing in this one", jobs, exc)
+        yield from analyze_files(paths, model, hop_s, gate)
 
 
 _WORKER: dict = {}
@@ -297,7 +299,7 @@ def _start_worker(model_path: str, backend: str, temperature: float, hop_s: floa
 
     from serd.model import Model
 
-    # Ctrl-C reaches the whole process group: the parent stops the workers (SIGTERM), they do not report it.
+    # Ctrl-C reaches the whole process group: the parent stops the workers (SIGKILL), they do not report it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     model = Model(model_path, backend=backend)

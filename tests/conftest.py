@@ -96,20 +96,27 @@ def sample_clip_paths() -> list[Path]:
 
 
 RELIABILITY_DIR = Path(__file__).resolve().parent / "reliability"
-FIRST_FILES = ("test_pi_emulated.py", "test_train.py")
+SERIAL_FILES = frozenset({
+    "test_soak.py", "test_load.py", "test_pi_budget.py", "test_dashboard_network.py", "test_metrics_scrapes.py",
+    "test_subscription_size.py", "test_subscription_flood.py",
+})
+"""Reliability files whose figures are the daemon's pace under load (real time kept, every window delivered,
+legitimate requests answered while attacked, CPU of a shared core), or that load the machine themselves:
+another test on the same cores would be in their figures, or they in its. The rest of tests/reliability
+checks memory bounds, exit codes and counts, which other work beside them does not change."""
+FIRST_FILES = ("test_pi_emulated.py", "test_train.py", "test_hostile_record.py")
 """The longest files first: under pytest-xdist they then run beside the rest rather than after it."""
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark what must run alone (`serial`), and start the longest files first.
 
-    scripts/test.sh runs the tests in two passes: everything not `serial` over every core
-    (pytest-xdist, a file per worker), then the `serial` ones one at a time. Serial are the
-    reliability suite (soak, load, memory under attack, a shared core at real time): their
-    figures are the daemon's own, and another test on the same cores would be in them.
+    scripts/test.sh runs the tests in two passes: everything not `serial` over the cores
+    (pytest-xdist, a file per worker), then the `serial` ones one at a time (SERIAL_FILES).
     """
     for item in items:
-        if RELIABILITY_DIR in Path(str(item.fspath)).parents:
+        path = Path(str(item.fspath))
+        if RELIABILITY_DIR in path.parents and path.name in SERIAL_FILES:
             item.add_marker(pytest.mark.serial)
     rank = {name: i for i, name in enumerate(FIRST_FILES)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))

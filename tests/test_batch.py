@@ -212,3 +212,22 @@ def test_the_jobs_default_is_every_core():
     from serd.analysis import default_jobs
 
     assert default_jobs() == len(os.sched_getaffinity(0))
+
+
+def test_jobs_need_no_dev_shm(tiny_model_int8, recordings, tmp_path):
+    """No /dev/shm (a chroot, a container: the arm64 check's chroot, where a multiprocessing.Pool could not
+    make its semaphores): the workers need none, and give the output of one process."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to hide /dev/shm in a mount namespace")
+    files = [str(p) for p in recordings]
+    one = run_serd(["analyze", "--json", "--jobs", "1", "--model", tiny_model_int8, *files], cwd=tmp_path, timeout=180)
+    # A read-only, empty /dev/shm in a mount namespace of its own: no POSIX semaphore can be made there.
+    script = 'mount -t tmpfs -o ro none /dev/shm && exec "$@"'
+    hidden = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh",
+                             *serd_cmd("analyze", "--json", "--jobs", "2", "--model", tiny_model_int8, *files)],
+                            cwd=tmp_path, env=serd_env(), capture_output=True, text=True, timeout=180)
+    assert hidden.returncode == 0, hidden.stderr
+    assert "cannot start" not in hidden.stderr, hidden.stderr
+    assert hidden.stdout == one.stdout

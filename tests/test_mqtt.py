@@ -282,7 +282,7 @@ def test_a_real_daemon_appears_and_its_end_makes_it_unavailable(workdir):
                                  timeout_s=60, process=bridge)
                 assert watcher.latest[TOPICS.availability(ROOM)] == b"online"
                 device = watcher.json(TOPICS.config(ROOM, "arousal"))["device"]
-                assert device["model"] == "serd-emotion6-int8" and device["name"] == ROOM
+                assert device["model"] == "serd-emotion5-int8" and device["name"] == ROOM
                 daemon.send_signal(signal.SIGTERM)
                 assert daemon.wait() == 0
             watcher.wait_for("offline after the daemon's stop", availability_is(ROOM, "offline"), process=bridge)
