@@ -35,7 +35,7 @@ from run import pin_to_one_core, proc_cpu_seconds, proc_rss_mb  # noqa: E402
 from serd.messages import EmotionMessage, StatusMessage, encode  # noqa: E402
 from serd.record import queries  # noqa: E402
 from serd.record.recorder import Recorder  # noqa: E402
-from serd.record.store import open_store  # noqa: E402
+from serd.record.store import open_store, sqlite_url  # noqa: E402
 from serd.record.writer import WriterSettings  # noqa: E402
 from serd.record.writes import ADD, write_batch  # noqa: E402
 
@@ -81,7 +81,7 @@ def frames_for(rooms: int, seconds: float, t0: float) -> list[list[bytes]]:
 
 
 def write_speed(tmp: Path) -> dict[str, float]:
-    store = open_store(f"sqlite://{tmp / 'speed.sqlite3'}", create=True)
+    store = open_store(sqlite_url(tmp / "speed.sqlite3"), create=True)
     store.migrate()
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings(queue_rows=10_000_000))
     frames = frames_for(100, 300, time.time() - 3600)  # 100 rooms, 5 minutes
@@ -108,7 +108,7 @@ def compacted_size(store, path: Path) -> int:
 
 def growth(tmp: Path) -> dict[str, float]:
     path = tmp / "growth.sqlite3"
-    store = open_store(f"sqlite://{path}", create=True)
+    store = open_store(sqlite_url(path), create=True)
     store.migrate()
     empty = compacted_size(store, path)
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings(queue_rows=10_000_000))
@@ -157,7 +157,7 @@ def recorder_realtime(tmp: Path, rooms: int, seconds: float) -> dict[str, float]
     endpoint = f"ipc://{tmp}/pub"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     recorder = subprocess.Popen([sys.executable, "-m", "serd", "record", "--connect", endpoint, "--db",
-                                 f"sqlite://{tmp / 'rt.sqlite3'}"], env=env, stderr=subprocess.DEVNULL)
+                                 sqlite_url(tmp / "rt.sqlite3")], env=env, stderr=subprocess.DEVNULL)
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, endpoint, str(rooms), str(seconds),
                                   str(ROOT / "benchmarks")], env=env)
     time.sleep(2.0)  # imports done, subscribed
@@ -177,7 +177,7 @@ def recorder_realtime(tmp: Path, rooms: int, seconds: float) -> dict[str, float]
 
 
 def query_time(tmp: Path, rooms: int) -> dict[str, float]:
-    store = open_store(f"sqlite://{tmp / 'query.sqlite3'}", create=True)
+    store = open_store(sqlite_url(tmp / "query.sqlite3"), create=True)
     store.migrate()
     now = time.time()
     first = int((now - 7 * DAY_S) // 60) * 60

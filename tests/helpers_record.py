@@ -11,7 +11,7 @@ import pytest
 from helpers_daemon import DaemonProcess
 from pg_cluster import reset_database, server_bin_dir, throwaway_cluster
 from serd.messages import EmotionMessage, StatusMessage, decode, encode
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 BACKENDS = ("sqlite", "postgresql")
@@ -34,7 +34,7 @@ def pg_server_url():
 def db_url(request, tmp_path: Path) -> str:
     """A fresh, empty history database URL of each kind."""
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'history.sqlite3'}"
+        return sqlite_url(tmp_path / "history.sqlite3")
     url = request.getfixturevalue("pg_server_url")
     reset_database(url)
     return url

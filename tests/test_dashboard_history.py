@@ -15,7 +15,7 @@ import pytest
 from helpers_record import emotion
 from serd.messages import encode
 from serd.record.recorder import Recorder
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 from serd.record.when import local_midnight
 from serd.record.writer import WriterSettings
 from serd.record.writes import write_batch
@@ -30,7 +30,7 @@ SPEECH_EVERY = 4
 
 def build_history(path: Path) -> dict:
     """Yesterday 09:00-09:30 local time in both rooms, as `serd record` would have written it."""
-    store = open_store(f"sqlite://{path}", create=True)
+    store = open_store(sqlite_url(path), create=True)
     store.migrate()
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
     yesterday = local_midnight(local_midnight(time.time()) - 3600)
@@ -51,7 +51,7 @@ def build_history(path: Path) -> dict:
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("history")
     facts = build_history(tmp / "history.sqlite3")
-    child = Child(["dashboard", "--db", f"sqlite://{tmp / 'history.sqlite3'}", "--connect", f"ipc://{tmp}/none",
+    child = Child(["dashboard", "--db", sqlite_url(tmp / "history.sqlite3"), "--connect", f"ipc://{tmp}/none",
                    "--listen", "127.0.0.1:0"])
     url = child.wait_for_line(r"serving on (http://\S+/)").group(1)
     yield url, facts

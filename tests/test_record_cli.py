@@ -19,7 +19,7 @@ import pytest
 from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_env, serd_lines
 from helpers_record import (LABELS, TestPublisher, db_url, emotion, pg_server_url, start_recorder,  # noqa: F401
                             status, stored_seqs, wait_for_rows)
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_path, sqlite_url
 
 WAIT_S = 60.0
 
@@ -86,8 +86,8 @@ def test_kill_9_loses_at_most_the_open_batch_and_the_file_reopens(workdir, db_ur
         recorder.wait()
     finally:
         recorder.kill()
-    if db_url.startswith("sqlite://"):
-        path = db_url[len("sqlite://"):]
+    path = sqlite_path(db_url)
+    if path is not None:
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     seqs = stored_seqs(db_url, "crash")
@@ -122,7 +122,7 @@ def test_default_database_is_in_the_state_directory(workdir):
     try:
         pub.wait_subscribed()
         pub.send(emotion("st", 0, time.time()))
-        wait_for_rows(f"sqlite://{state / 'history.sqlite3'}", "st", 1, recorder)
+        wait_for_rows(sqlite_url(state / "history.sqlite3"), "st", 1, recorder)
         recorder.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit 130 as every serd command
         assert recorder.wait() == 130
     finally:
@@ -139,14 +139,14 @@ def test_default_database_is_in_the_state_directory(workdir):
 ])
 def test_config_errors_are_one_line_exit_78(workdir, text, path):
     (workdir / "c.yaml").write_text(text)
-    done = run_serd(["record", "--config", "c.yaml", "--db", f"sqlite://{workdir}/h.db"], cwd=workdir)
+    done = run_serd(["record", "--config", "c.yaml", "--db", sqlite_url(workdir / "h.db")], cwd=workdir)
     assert done.returncode == 78
     lines = serd_lines(done.stderr)
     assert len(lines) == 1 and path in lines[0], done.stderr
 
 
 def test_history_without_a_database_says_so(workdir):
-    done = run_serd(["history", "--db", f"sqlite://{workdir}/none.sqlite3"], cwd=workdir)
+    done = run_serd(["history", "--db", sqlite_url(workdir / "none.sqlite3")], cwd=workdir)
     assert done.returncode == 1
     assert serd_lines(done.stderr) == [f"serd: {workdir}/none.sqlite3: no such history database (run `serd record` "
                                        "first, or give --db)"]
@@ -158,7 +158,7 @@ def test_history_rejects_a_bad_time_in_one_line(workdir):
 
 
 def test_history_delete_removes_a_rooms_history(workdir):
-    url = f"sqlite://{workdir}/h.sqlite3"
+    url = sqlite_url(workdir / "h.sqlite3")
     store = open_store(url, create=True)
     store.migrate()
     from serd.record.recorder import Recorder
@@ -200,7 +200,7 @@ def test_a_full_disk_is_one_clear_error_and_exit_1(workdir):
     if not _mount_tmpfs(disk, "600k"):
         pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
     try:
-        url = f"sqlite://{disk}/h.sqlite3"
+        url = sqlite_url(disk / "h.sqlite3")
         endpoint = f"ipc://{workdir}/pub"
         pub = TestPublisher(endpoint)
         recorder = start_recorder(workdir, url, endpoint)
@@ -235,12 +235,12 @@ def test_a_read_only_place_is_one_clear_error_and_exit_1(workdir):
         place.mkdir()
         place.chmod(0o555)
     try:
-        done = run_serd(["record", "--connect", "ipc:///nonexistent", "--db", f"sqlite://{place}/sub/h.sqlite3"],
+        done = run_serd(["record", "--connect", "ipc:///nonexistent", "--db", sqlite_url(place / "sub/h.sqlite3")],
                         cwd=workdir)
         assert done.returncode == 1
         lines = serd_lines(done.stderr)
         assert len(lines) == 1 and lines[0].startswith(f"serd: {place}/sub: cannot create the directory"), lines
-        done = run_serd(["record", "--connect", "ipc:///nonexistent", "--db", f"sqlite://{place}/h.sqlite3"],
+        done = run_serd(["record", "--connect", "ipc:///nonexistent", "--db", sqlite_url(place / "h.sqlite3")],
                         cwd=workdir)
         assert done.returncode == 1
         lines = serd_lines(done.stderr)
@@ -258,7 +258,7 @@ def test_tells_systemd_it_is_ready_and_pings_the_watchdog(workdir):
     sock.bind(str(notify_path))
     sock.settimeout(WAIT_S)
     env = serd_env(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
-    recorder = start_recorder(workdir, f"sqlite://{workdir}/h.sqlite3", f"ipc://{workdir}/pub", env=env)
+    recorder = start_recorder(workdir, sqlite_url(workdir / "h.sqlite3"), f"ipc://{workdir}/pub", env=env)
     seen: set[str] = set()
     try:
         while not {"READY=1", "WATCHDOG=1"} <= seen:
@@ -289,7 +289,7 @@ def test_records_a_curve_publisher_with_the_keys_serd_keys_makes(workdir):
     pub.curve_publickey = server_public
     endpoint = f"ipc://{workdir}/curve"
     pub.bind(endpoint)
-    url = f"sqlite://{workdir}/h.sqlite3"
+    url = sqlite_url(workdir / "h.sqlite3")
     recorder = start_recorder(workdir, url, endpoint, "--server-key", str(keys["server_public"]),
                               "--client-key", str(keys["client_secret"]))
     try:
@@ -308,7 +308,7 @@ def test_records_a_curve_publisher_with_the_keys_serd_keys_makes(workdir):
 
 
 def test_a_missing_key_file_is_a_config_error(workdir):
-    done = run_serd(["record", "--db", f"sqlite://{workdir}/h.db", "--server-key", "nope.key", "--client-key",
+    done = run_serd(["record", "--db", sqlite_url(workdir / "h.db"), "--server-key", "nope.key", "--client-key",
                      "nope.key_secret"], cwd=workdir)
     assert done.returncode == 78
     errors = [line for line in serd_lines(done.stderr) if line.startswith("serd:")]

@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--connect", action="append", default=None, metavar="ADDR",
                    help="publisher endpoint (repeatable; default tcp://127.0.0.1:5556)")
     p.add_argument("--db", default=None, metavar="URL",
-                   help="sqlite:///PATH or postgresql://USER@HOST/DB (default: history.sqlite3 in the state directory)")
+                   help="sqlite:////ABS/PATH, sqlite:///REL/PATH or postgresql://USER@HOST/DB "
+                        "(default: history.sqlite3 in the state directory)")
     p.add_argument("--keep-days", type=float, default=None, metavar="N", help="days raw windows are kept (default 14)")
     p.add_argument("--server-key", default=None, help="CURVE: the publishers' public key file")
     p.add_argument("--client-key", default=None, help="CURVE: this recorder's secret key file")

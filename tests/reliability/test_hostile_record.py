@@ -22,7 +22,7 @@ from helpers_daemon import DaemonProcess, assert_no_traceback, short_tmpdir
 from helpers_record import TestPublisher, emotion, start_recorder, status, wait_for_rows
 from helpers_reliability import rss_mb
 from hostile_messages import HOSTILE, OVERSIZE, mutated_frames, padded, rejected
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ MEMORY_BOUND_MB = 60.0
 def recording():
     """A publisher and a `serd record` subscribed to it, writing a fresh SQLite file: (url, pub, recorder)."""
     with short_tmpdir("serd-hostile-record-") as workdir:
-        url, endpoint = f"sqlite://{workdir}/history.sqlite3", f"ipc://{workdir}/pub"
+        url, endpoint = sqlite_url(workdir / "history.sqlite3"), f"ipc://{workdir}/pub"
         pub = TestPublisher(endpoint)
         recorder = start_recorder(workdir, url, endpoint)
         try:
