@@ -117,7 +117,8 @@ class RecordSettings:
     batch_rows: int = 1000
     """Rows per transaction at most (a burst is written in several)."""
     queue_rows: int = 100000
-    """Rows queued for a slow or locked database before new ones are dropped (and counted as gaps)."""
+    """Rows queued for a slow or absent database; half full, they move to the journal in the state directory
+    (written when it is back); new rows are dropped (and counted as gaps) only if the journal fails too."""
     server_key: str | None = None
     """CURVE: the publishers' public key file."""
     client_key: str | None = None

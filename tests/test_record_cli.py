@@ -195,35 +195,7 @@ def _umount(target: Path) -> None:
     subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
-def test_a_full_disk_is_one_clear_error_and_exit_1(workdir):
-    disk = workdir / "disk"
-    if not _mount_tmpfs(disk, "600k"):
-        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
-    try:
-        url = sqlite_url(disk / "h.sqlite3")
-        endpoint = f"ipc://{workdir}/pub"
-        pub = TestPublisher(endpoint)
-        recorder = start_recorder(workdir, url, endpoint)
-        try:
-            pub.wait_subscribed()
-            t = time.time()
-            i = 0
-            deadline = time.monotonic() + WAIT_S
-            while recorder.poll() is None and time.monotonic() < deadline:
-                for _ in range(200):
-                    pub.send(emotion("full", i, t + i))
-                    i += 1
-                time.sleep(0.05)
-            assert recorder.wait(WAIT_S) == 1
-        finally:
-            recorder.kill()
-            pub.close()
-        lines = serd_lines(recorder.stderr_text())
-        assert_no_traceback(recorder.stderr_text())
-        errors = [line for line in lines if line.startswith("serd: ")]
-        assert len(errors) == 1 and "full" in errors[0], lines
-    finally:
-        _umount(disk)
+# A full disk: tests/test_record_outage.py (the unwritten rows go to the journal, or are counted as lost).
 
 
 def test_a_read_only_place_is_one_clear_error_and_exit_1(workdir):

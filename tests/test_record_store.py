@@ -303,3 +303,40 @@ def test_a_lost_postgresql_connection_is_retried_and_reconnected(db_url):  # noq
     assert writer.error is None and writer.counts.retries >= 1
     assert [r["seq"] for r in queries.windows(store, queries.Range(0, T0 + 100))] == list(range(40))
     store.close()
+
+
+def test_a_journal_replayed_twice_or_cut_short_counts_every_row_once(store, tmp_path):
+    """Journaled rows, some already in the database (a replay cut short, a COMMIT whose answer was
+    lost), and a last line cut off by a crash: each window is stored and summed exactly once."""
+    from serd.record.journal import Journal
+
+    rows = [window_row(emotion("j", i, T0 + i * 0.5), 1) for i in range(30)]
+    gap = ("j", 1, EMOTION, LOST, 29, 3, T0 + 20)
+    write_batch(store, Batch(windows=rows[:12], gaps=[gap]))
+    journal = Journal(tmp_path / "unwritten-x.jsonl")
+    assert journal.append([("windows", r) for r in rows] + [("gaps", gap)]) == 31
+    with open(journal.path, "a") as f:
+        f.write('["windows", ["j", 1, 99')  # a write cut off mid-line
+    writer = BatchWriter(store, WriterSettings(batch_rows=7), journal)
+    assert writer.replay_journal() == 31
+    assert not journal.pending() and not list(tmp_path.glob("unwritten-*"))
+    assert [r["seq"] for r in queries.windows(store, queries.Range(0, T0 + 1000, "j"))] == list(range(30))
+    assert sum(m["windows"] for m in queries.aggregates(store, queries.Range(0, T0 + 1000, "j"), 60)) == 30
+    assert store.query("SELECT COUNT(*) FROM gaps")[0][0] == 1
+
+
+def test_rows_journaled_during_a_replay_come_after_it(tmp_path):
+    from serd.record.journal import Journal
+
+    journal = Journal(tmp_path / "unwritten-x.jsonl")
+    journal.append([("windows", ("a", 1, i)) for i in range(5)])
+    first = journal.next_batch(3)
+    journal.append([("windows", ("a", 1, i)) for i in range(5, 8)])  # spilled while the replay runs
+    seqs = [r[2] for r in first.windows]
+    while batch := journal.next_batch(3):
+        seqs += [r[2] for r in batch.windows]
+    journal.replayed()
+    while batch := journal.next_batch(3):
+        seqs += [r[2] for r in batch.windows]
+    journal.replayed()
+    assert seqs == list(range(8)) and not journal.pending()

@@ -49,8 +49,9 @@ def load_record_settings(args: argparse.Namespace) -> RecordSettings:
 
 
 def record_command(args: argparse.Namespace) -> int:
+    from serd.record.journal import Journal, journal_path
     from serd.record.recorder import Recorder
-    from serd.record.store import StoreError, default_url, open_store
+    from serd.record.store import StoreError, default_state_dir, default_url, open_store
     from serd.record.writer import WriterSettings
 
     try:
@@ -70,12 +71,14 @@ def record_command(args: argparse.Namespace) -> int:
             store, list(settings.connect),
             WriterSettings(flush_s=settings.flush_s, batch_rows=settings.batch_rows, queue_rows=settings.queue_rows,
                            keep_days=settings.keep_days, keep_aggregate_days=settings.keep_aggregate_days),
-            settings.server_key and Path(settings.server_key), settings.client_key and Path(settings.client_key))
+            settings.server_key and Path(settings.server_key), settings.client_key and Path(settings.client_key),
+            journal=Journal(journal_path(default_state_dir(), store.identity)))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, recorder.request_stop)
         code = recorder.run()
-        if code and recorder.writer.error is not None:
-            print(f"serd: {recorder.writer.error}", file=sys.stderr)
+        outcome = recorder.writer.outcome()
+        if outcome:
+            print(f"serd: {outcome}", file=sys.stderr)
         return code
     except StoreError as exc:
         print(f"serd: {exc}", file=sys.stderr)

@@ -137,6 +137,11 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    @property
+    def identity(self) -> str:
+        """Which database this is, without a password (it names the journal of rows kept for it)."""
+        return describe_url(self.url)
+
     # -- shared -------------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -248,6 +253,10 @@ class SqliteStore(Store):
             self.conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise self._error(exc) from None
+
+    @property
+    def identity(self) -> str:
+        return str(self.path)
 
     def _execute(self, sql, params=()):
         return self.conn.execute(sql, params)

@@ -126,14 +126,19 @@ def _add_to(store: Store, period: str, sums: dict[tuple[str, int], Sums]) -> Non
     store.executemany(ADD[period], rows)
 
 
-def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], float] | None = None) -> None:
-    """One transaction: raw rows and the aggregates they add to."""
+def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], float] | None = None,
+                skip_written: bool = False) -> None:
+    """One transaction: raw rows and the aggregates they add to. `skip_written`: leave out rows the
+    database already holds (a batch replayed from the journal, or retried after a failed COMMIT
+    that may have gone through), so that nothing is counted twice in the aggregates."""
     last_start = {} if last_start is None else last_start
-    per_period = {}
-    for period, period_s in PERIODS.items():
-        starts = dict(last_start)
-        per_period[period] = aggregate(batch.windows, starts, period_s)
     with store.transaction():
+        if skip_written:
+            batch = _unwritten(store, batch)
+        per_period = {}
+        for period, period_s in PERIODS.items():
+            starts = dict(last_start)
+            per_period[period] = aggregate(batch.windows, starts, period_s)
         for sql, rows in ((INSERT_SESSION, batch.sessions), (INSERT_WINDOW, batch.windows),
                           (INSERT_STATUS, batch.statuses), (INSERT_GAP, batch.gaps)):
             if rows:
@@ -142,6 +147,28 @@ def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], fl
             if sums:
                 _add_to(store, period, sums)
     last_start.update(starts)
+
+
+def _unwritten(store: Store, batch: Batch) -> Batch:
+    """The batch without the windows, statuses and gaps the database already has."""
+    out = Batch(sessions=batch.sessions)
+    for table, rows, kept in (("windows", batch.windows, out.windows), ("statuses", batch.statuses, out.statuses)):
+        by_session: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+        for row in rows:
+            by_session[(row[0], row[1])].append(row)
+        for (device, session), group in by_session.items():
+            seqs = [row[2] for row in group]
+            have = {seq for (seq,) in store.query(f"SELECT seq FROM {table} WHERE device = ? AND session = ? AND "
+                                                  "seq >= ? AND seq <= ?", (device, session, min(seqs), max(seqs)))}
+            kept.extend(row for row in group if row[2] not in have)
+    have_gaps: set[tuple] = set()
+    for device in {row[0] for row in batch.gaps}:
+        times = [row[6] for row in batch.gaps if row[0] == device]
+        have_gaps.update(tuple(r) for r in store.query(
+            "SELECT device, session, topic, after_seq FROM gaps WHERE device = ? AND time >= ? AND time <= ?",
+            (device, min(times), max(times))))
+    out.gaps.extend(row for row in batch.gaps if tuple(row[:3]) + (row[4],) not in have_gaps)
+    return out
 
 
 def prune(store: Store, now: float, keep_days: float, keep_aggregate_days: float) -> None:
