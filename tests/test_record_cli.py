@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_env, serd_lines
+from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_cmd, serd_env, serd_lines
 from helpers_record import (LABELS, TestPublisher, db_url, emotion, pg_server_url, start_recorder,  # noqa: F401
                             status, stored_seqs, wait_for_rows)
 from serd.record.store import open_store, sqlite_path, sqlite_url
@@ -157,15 +158,16 @@ def test_history_rejects_a_bad_time_in_one_line(workdir):
     assert done.returncode == 2 and len(serd_lines(done.stderr)) == 1 and "expected an ISO date" in done.stderr
 
 
-def test_history_delete_removes_a_rooms_history(workdir):
-    url = sqlite_url(workdir / "h.sqlite3")
-    store = open_store(url, create=True)
-    store.migrate()
+def _two_rooms(workdir: Path) -> str:
+    """keep and gone: 20 windows each, one an hour from three days ago, written by the recorder's own code."""
+    from serd.messages import encode
     from serd.record.recorder import Recorder
     from serd.record.writer import WriterSettings
     from serd.record.writes import write_batch
-    from serd.messages import encode
 
+    url = sqlite_url(workdir / "h.sqlite3")
+    store = open_store(url, create=True)
+    store.migrate()
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
     t0 = time.time() - 3 * 86400
     for device in ("keep", "gone"):
@@ -173,14 +175,90 @@ def test_history_delete_removes_a_rooms_history(workdir):
             recorder.handle(encode(emotion(device, i, t0 + i * 3600)))
     write_batch(store, recorder.writer._take())
     store.close()
-    done = run_serd(["history", "--db", url, "--delete", "gone", "--before", "now"], cwd=workdir)
+    return url
+
+
+def test_history_delete_removes_a_rooms_history(workdir):
+    url = _two_rooms(workdir)
+    done = run_serd(["history", "--db", url, "--delete", "gone", "--before", "now", "--yes"], cwd=workdir, input=b"")
     assert done.returncode == 0, done.stderr
     assert "20 windows" in done.stdout
     assert stored_seqs(url, "gone") == [] and len(stored_seqs(url, "keep")) == 20
-    done = run_serd(["history", "gone", "--db", url, "--since", "7d", "--every", "1h", "--json"], cwd=workdir)
-    assert done.returncode == 0 and done.stdout == ""
-    done = run_serd(["history", "--db", url, "--delete", "keep"], cwd=workdir)
+    done = run_serd(["history", "--db", url, "--delete", "keep"], cwd=workdir, input=b"")
     assert done.returncode == 2 and "--before" in done.stderr
+
+
+def test_history_delete_dry_run_says_what_would_go_and_deletes_nothing(workdir):
+    url = _two_rooms(workdir)
+    done = run_serd(["history", "--db", url, "--delete", "gone", "--since", "4d", "--before", "now", "--dry-run"],
+                    cwd=workdir, input=b"")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("would delete (gone, from ") and "20 windows" in done.stdout, done.stdout
+    assert len(stored_seqs(url, "gone")) == 20
+
+
+def test_history_delete_needs_yes_when_stdin_is_not_a_terminal(workdir):
+    url = _two_rooms(workdir)
+    done = run_serd(["history", "--db", url, "--delete", "gone", "--before", "now"], cwd=workdir, input=b"y\n")
+    assert done.returncode == 2
+    assert serd_lines(done.stderr) == ["serd: --delete asks before deleting, and stdin is not a terminal: add --yes "
+                                       "(--dry-run shows what would go)"]
+    assert len(stored_seqs(url, "gone")) == 20
+
+
+@pytest.mark.parametrize("answer, code, left", [(b"n\n", 1, 20), (b"\n", 1, 20), (b"y\n", 0, 0)])
+def test_history_delete_asks_on_a_terminal(workdir, answer, code, left):
+    import pty
+
+    url = _two_rooms(workdir)
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(serd_cmd("history", "--db", url, "--delete", "gone", "--before", "now"),
+                                   cwd=workdir, env=serd_env(), stdin=terminal, stdout=terminal, stderr=terminal)
+        os.close(terminal)
+        seen = b""
+        deadline = time.monotonic() + WAIT_S
+        while b"delete? [y/N]" not in seen:  # (input() prompts on stderr when it has a terminal)
+            assert time.monotonic() < deadline and process.poll() is None, seen
+            if select.select([controller], [], [], 1.0)[0]:
+                seen += os.read(controller, 4096)
+        assert b"this deletes (gone, to " in seen and b"20 windows" in seen, seen
+        os.write(controller, answer)
+        assert process.wait(WAIT_S) == code, seen
+    finally:
+        os.close(controller)
+    assert len(stored_seqs(url, "gone")) == left and len(stored_seqs(url, "keep")) == 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--delete", "gnoe", "--before", "now", "--yes"], "serd: no room 'gnoe' in "),
+    (["gnoe", "--delete", "--before", "now", "--yes"], "serd: no room 'gnoe' in "),
+    (["--delete", "gone", "--since", "now", "--before", "2d", "--yes"], "is not before --before"),
+    (["--delete", "gone", "keep", "--before", "now", "--yes"], "which room?"),
+    (["--delete", "--before", "now", "--yes"], "--delete needs a ROOM"),
+    (["--dry-run"], "go with --delete"),
+    (["gnoe", "--since", "2d"], "serd: no room 'gnoe' in "),
+    (["--since", "now", "--until", "2d"], "is not before --until"),
+])
+def test_history_mistakes_are_one_line_errors_and_delete_nothing(workdir, args, message):
+    url = _two_rooms(workdir)
+    done = run_serd(["history", "--db", url, *args], cwd=workdir, input=b"")
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = serd_lines(done.stderr)
+    assert len(lines) == 1 and message in lines[0], lines
+    if "no room" in message:
+        assert lines[0].endswith("(rooms: gone, keep)")
+    assert len(stored_seqs(url, "gone")) == 20 and len(stored_seqs(url, "keep")) == 20
+
+
+def test_history_delete_takes_the_room_wherever_it_is_given(workdir):
+    url = _two_rooms(workdir)
+    done = run_serd(["history", "gone", "--db", url, "--delete", "--before", "now", "--yes"], cwd=workdir, input=b"")
+    assert done.returncode == 0 and "20 windows" in done.stdout, done.stderr
+    assert stored_seqs(url, "gone") == [] and len(stored_seqs(url, "keep")) == 20
+    done = run_serd(["history", "--db", url, "--delete", "keep", "--since", "1d", "--before", "now", "--yes"],
+                    cwd=workdir, input=b"")
+    assert done.returncode == 0 and done.stdout.startswith("nothing to delete"), done.stdout
 
 
 def _mount_tmpfs(target: Path, size: str, *options: str) -> bool:

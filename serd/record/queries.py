@@ -35,6 +35,11 @@ def rooms(store: Store) -> list[dict[str, Any]]:
     return [{"device": d, "first": float(first), "last": float(last) + HOUR_S} for d, first, last in rows]
 
 
+def room_names(store: Store) -> list[str]:
+    """Every room the database knows: with raw history (sessions) or summaries (hours)."""
+    return [d for (d,) in store.query("SELECT device FROM sessions UNION SELECT device FROM hours ORDER BY 1")]
+
+
 def iter_windows(store: Store, span: Range) -> Iterator[dict[str, Any]]:
     """Raw windows in the range, by room then time, with their probabilities as dicts, streamed."""
     where, params = span.where("time")

@@ -183,20 +183,30 @@ def prune(store: Store, now: float, keep_days: float, keep_aggregate_days: float
             store.execute(f"DELETE FROM {period}s WHERE {period} < ?", (aggregate_before,))
 
 
+def _history_ranges(device: str, before: float, since: float | None) -> list[tuple[str, str, float]]:
+    """(table, time column, start) of what deleting a room's history in [since, before) takes: raw rows
+    in the range, and the aggregates of every minute and hour that overlaps it."""
+    lo = float("-inf") if since is None else since
+    tables = [("windows", "time", lo), ("statuses", "time", lo), ("gaps", "time", lo)]
+    for period, period_s in PERIODS.items():
+        tables.append((f"{period}s", period, lo if since is None else int(since // period_s) * period_s))
+    return tables
+
+
+def count_history(store: Store, device: str, before: float, since: float | None = None) -> dict[str, int]:
+    """What `delete_history` would delete, per table (for --dry-run and the question before deleting)."""
+    return {table: store.query(f"SELECT COUNT(*) FROM {table} WHERE device = ? AND {column} >= ? AND {column} < ?",
+                               (device, start, before))[0][0]
+            for table, column, start in _history_ranges(device, before, since)}
+
+
 def delete_history(store: Store, device: str, before: float, since: float | None = None) -> dict[str, int]:
     """Delete a room's history in [since, before): raw windows, statuses, gaps, sessions and the
     aggregates of every minute and hour that overlaps the range (so nothing from it survives).
     Returns rows deleted per table."""
-    lo = float("-inf") if since is None else since
-    tables = [("windows", "time", lo), ("statuses", "time", lo), ("gaps", "time", lo)]
-    for period, period_s in PERIODS.items():
-        start = lo if since is None else int(since // period_s) * period_s
-        tables.append((f"{period}s", period, start))
-    counts: dict[str, int] = {}
     with store.transaction():
-        for table, column, start in tables:
-            counts[table] = store.query(f"SELECT COUNT(*) FROM {table} WHERE device = ? AND {column} >= ? AND "
-                                        f"{column} < ?", (device, start, before))[0][0]
+        counts = count_history(store, device, before, since)
+        for table, column, start in _history_ranges(device, before, since):
             store.execute(f"DELETE FROM {table} WHERE device = ? AND {column} >= ? AND {column} < ?",
                           (device, start, before))
         # A session goes once none of its windows or statuses is left.
