@@ -81,7 +81,10 @@ def test_endpoints_answer_from_the_database(served):
     assert status == 200 and len(table["days"]) == 7
     cells = {row["device"]: row["days"] for row in table["rows"]}
     assert cells["room-a"][-2]["speech_s"] == pytest.approx(1800 * 0.75, abs=1) and cells["room-a"][-1] is None
-    for bad in ("room?device=room-a&day=yesterday", "room?device=room-a&every=5m", "table?days=400", "room?day=2026-01-01"):
+    status, week = get(url + "api/history/room?device=room-a&days=7&every=1m")  # the largest answer: a week per minute
+    assert status == 200 and sum(b["windows"] for b in week["buckets"]) == 3600 and week["gaps_truncated"] is False
+    for bad in ("room?device=room-a&day=yesterday", "room?device=room-a&every=5m", "table?days=400", "room?day=2026-01-01",
+                "room?device=room-a&days=31&every=1m"):  # 44,640 steps: bounded, ask per hour
         status, body = get(url + "api/history/" + bad)
         assert status == 400 and body["error"], bad
 

@@ -89,7 +89,7 @@ def history_command(args: argparse.Namespace) -> int:
         span = queries.Range(since, until, args.room)
         labels = queries.labels(store, span)
         if args.every:
-            rows = queries.aggregates(store, span, EVERY[args.every])
+            rows = queries.iter_aggregates(store, span, EVERY[args.every])
             _print(rows, labels, AGGREGATE_FIELDS, args, time_field="start")
         else:
             _print(queries.iter_windows(store, span), labels, WINDOW_FIELDS, args, time_field="time", smoothed=True)
@@ -169,6 +169,7 @@ def _print(rows: Iterable[dict[str, Any]], labels: list[str], fields: tuple[str,
     """Rows (streamed) as JSON lines, CSV with a column per label, or a line each for a terminal."""
     if args.json:
         for row in rows:
+            row[f"{time_field}_iso"] = iso_local(row[time_field])
             print(json.dumps(row, separators=(",", ":"), allow_nan=False))
         return
     if args.csv:
