@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from serd.config import EX_CONFIG
+from serd.config import DEFAULT_MODEL, EX_CONFIG
 from serd.subcommand import add_command
 from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD, VAD_KINDS
 
@@ -22,7 +22,7 @@ def add_parsers(subparsers) -> None:
     )
     p.add_argument("files", nargs="+", type=Path, help="wav, flac or ogg files")
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
-    p.add_argument("--model", default="serd-emotion6-int8", help="model name or .tflite path (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .tflite path (default: %(default)s)")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default: %(default)s)")
     p.add_argument("--gate-dbfs", type=float, default=-55.0, help="speech gate level (default: %(default)s)")
     p.add_argument("--vad", choices=VAD_KINDS, default=DEFAULT_VAD,

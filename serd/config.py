@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serd.messages import DEVICE_ID_PATTERN  # one definition: the wire format owns it
+from serd.messages import DEVICE_ID_PATTERN, DEVICE_RULE  # one definition: the wire format owns it
 from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD, VAD_KINDS
 
 EX_CONFIG = 78
@@ -125,11 +125,15 @@ class RecordSettings:
     """CURVE: this recorder's secret key file."""
 
 
+DEFAULT_MODEL = "serd-emotion6-int8"
+"""The shipped model every command uses unless told otherwise (models/README.md)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     device_id: str = "serd"
     """Name of this daemon in topics and messages (letters, digits, `_.:-`)."""
-    model: str = "serd-emotion6-int8"
+    model: str = DEFAULT_MODEL
     """Model name in the models directory, or a path to a .tflite (its .json sidecar beside it)."""
     source: SourceSettings = field(default_factory=SourceSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
@@ -234,7 +238,7 @@ def is_loopback_endpoint(endpoint: str) -> bool:
 def validate(s: Settings) -> Settings:
     """Checks of values (types are already checked); raises ConfigError."""
     # fullmatch: `$` would also match before a trailing newline ("room\n" in a topic).
-    _check(bool(DEVICE_ID_PATTERN.fullmatch(s.device_id)), "device_id", "1-64 letters, digits or _.:- ", s.device_id)
+    _check(bool(DEVICE_ID_PATTERN.fullmatch(s.device_id)), "device_id", DEVICE_RULE, s.device_id)
     _check(bool(s.model.strip()), "model", "a model name or path", s.model)
     src = s.source
     _check(src.kind in ("mic", "file", "stdin"), "source.kind", "mic, file or stdin", src.kind)
@@ -313,15 +317,16 @@ def from_dict(data: dict | None) -> Settings:
 
 
 def _loader_class():
-    """PyYAML's SafeLoader, refusing anchors and aliases.
+    """PyYAML's SafeLoader, refusing aliases and duplicate keys.
 
     Nested aliases expand exponentially (a 413-byte file took 18 s and 2.2 GB before
     MemoryError); a serd config never needs them, so they are refused while composing,
-    before anything is expanded.
+    before anything is expanded. A key given twice in one mapping silently took the last
+    value (PyYAML's default): an edit lower down could undo one above unseen.
     """
     import yaml
 
-    class NoAliasLoader(yaml.SafeLoader):
+    class StrictLoader(yaml.SafeLoader):
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
@@ -329,7 +334,23 @@ def _loader_class():
                                                   event.start_mark)
             return super().compose_node(parent, index)
 
-    return NoAliasLoader
+        def construct_mapping(self, node, deep=False):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges a mapping; not a key of this one
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    line = first_line.get(key)
+                except TypeError:  # an unhashable key: PyYAML's own check refuses it below
+                    continue
+                if line is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_shown(key)}, first given at line {line}", key_node.start_mark)
+                first_line[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
 
 
 def load(path: Path | str | None) -> Settings:
@@ -352,7 +373,7 @@ def load(path: Path | str | None) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
     try:
-        data = yaml.load(text, Loader=_loader_class())  # noqa: S506 (a SafeLoader without aliases)
+        data = yaml.load(text, Loader=_loader_class())  # noqa: S506 (a SafeLoader without aliases or duplicates)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

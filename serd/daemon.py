@@ -24,7 +24,7 @@ from serd.messages import EmotionMessage, StatusMessage
 from serd.notify import SystemdNotifier
 from serd.pipeline import WindowOutcome, WindowPipeline
 from serd.procstats import CpuMeter, rss_mb
-from serd.publisher import Publisher
+from serd.publisher import Publisher, PublisherError
 from serd.sources import AudioBlock, BlockQueue, EndOfStream, SourceError, SourceLost
 from serd.windows import WindowBuffer
 
@@ -263,7 +263,9 @@ class Daemon:
         try:
             new = self.reload_hook()
             pipeline = WindowPipeline(self.model, new.analysis) if new.analysis != self.settings.analysis else None
-        except ValueError as exc:  # ConfigError, VadError: keep running on the old settings
+            if self.settings.publisher.curve.enabled:
+                self.publisher.reload_clients()  # revoking a key must not wait for a restart
+        except (ValueError, PublisherError) as exc:  # ConfigError, VadError, an unreadable key list
             _LOGGER.error("reload refused, keeping the running config: %s", exc)
             self.notifier.ready(f"{self.state}")
             return
@@ -273,8 +275,6 @@ class Daemon:
             if hop_samples != self.buffer.hop_samples:
                 self._stream_base += self.buffer.received
                 self.buffer = WindowBuffer(self.model.params.window_samples, hop_samples)
-        if self.settings.publisher.curve.enabled:
-            self.publisher.reload_clients()  # revoking a key must not wait for a restart
         for section in ("device_id", "model", "source", "publisher"):
             if getattr(new, section) != getattr(self.settings, section):
                 _LOGGER.warning("reload: %s changed; restart serd to apply it", section)

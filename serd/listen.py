@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serd.config import EX_INTERRUPTED
-from serd.messages import MAX_MESSAGE_BYTES, EmotionMessage, MessageError, StatusMessage, decode
+from serd.messages import EmotionMessage, MessageError, StatusMessage, decode
 from serd.subcommand import add_command
+from serd.subscriber import Subscriber
 
 BAR_WIDTH = 30
 REDRAW_S = 0.2
@@ -39,36 +40,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--server-key", type=Path, default=None, help="CURVE: the server's public key file")
     p.add_argument("--client-key", type=Path, default=None, help="CURVE: this client's secret key file")
     p.set_defaults(func=listen_command)
-
-
-def connect(endpoints: list[str], topics: list[str], server_key: Path | None = None, client_key: Path | None = None):
-    """A SUB socket connected and subscribed (CURVE when both key files are given).
-
-    Every serd subscriber opens its socket here, so that each refuses frames over
-    `MAX_MESSAGE_BYTES` inside ZeroMQ (the peer is dropped before the frame is buffered).
-    """
-    import zmq
-    import zmq.auth
-
-    context = zmq.Context.instance()
-    socket = context.socket(zmq.SUB)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-    if server_key or client_key:
-        if not (server_key and client_key):
-            raise ValueError("CURVE needs both --server-key and --client-key")
-        server_public, _ = zmq.auth.load_certificate(server_key)
-        client_public, client_secret = zmq.auth.load_certificate(client_key)
-        if client_secret is None:
-            raise ValueError(f"{client_key}: holds no secret key (use the .key_secret file)")
-        socket.curve_serverkey = server_public
-        socket.curve_publickey = client_public
-        socket.curve_secretkey = client_secret
-    for topic in topics:
-        socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-    for endpoint in endpoints:
-        socket.connect(endpoint)
-    return socket
 
 
 @dataclass
@@ -125,7 +96,7 @@ def listen_command(args: argparse.Namespace) -> int:
     endpoints = args.connect or ["tcp://127.0.0.1:5556"]
     topics = args.topic or ["serd."]
     try:
-        socket = connect(endpoints, topics, args.server_key, args.client_key)
+        sub = Subscriber(endpoints, topics, args.server_key, args.client_key)
     except (ValueError, OSError, zmq.ZMQError) as exc:
         print(f"serd listen: {exc}", file=sys.stderr)
         return 1
@@ -140,8 +111,6 @@ def listen_command(args: argparse.Namespace) -> int:
     malformed = 0
     started = time.monotonic()
     next_draw = 0.0
-    poller = zmq.Poller()
-    poller.register(socket, zmq.POLLIN)
     try:
         # Inside the try: a Ctrl-C right after this line (a script waits for it) still ends in 130.
         if not live_view:  # stderr: JSON lines on stdout stay clean
@@ -153,11 +122,11 @@ def listen_command(args: argparse.Namespace) -> int:
                           "there? see --connect)", file=sys.stderr)
                     return 1
                 break
-            if not poller.poll(timeout=int(REDRAW_S * 1000)):
+            if not sub.poll(int(REDRAW_S * 1000)):
                 if live_view:
                     print("\x1b[H\x1b[J" + render(devices, time.time(), where), end="", flush=True)
                 continue
-            frames = socket.recv_multipart()
+            frames = sub.recv_multipart()
             try:
                 message = decode(frames)
             except MessageError as exc:
@@ -195,9 +164,12 @@ def listen_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     finally:
-        socket.close()
+        sub.close()
     if malformed:
         print(f"serd listen: skipped {malformed} malformed message(s) in all", file=sys.stderr)
+    if sub.dropped:
+        print(f"serd listen: {sub.dropped} publisher connection(s) dropped by ZeroMQ and reconnected "
+              "(a frame over the size limit, or a failed handshake)", file=sys.stderr)
     return 0
 
 

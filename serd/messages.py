@@ -24,14 +24,18 @@ STATUS_PREFIX = "serd.status."
 EMOTION_SCHEMA = "serd.emotion/1"
 STATUS_SCHEMA = "serd.status/1"
 STATES = ("starting", "running", "source_lost", "stopping")
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-"""A device name: safe in a topic, a file name, a log line and a web page."""
+MAX_DEVICE_CHARS = 64
+"""The longest device name: the config, encode and decode all take their limit from here."""
+DEVICE_ID_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_DEVICE_CHARS - 1}}}$")
+"""A device name: safe in a topic, a file name, a log line and a web page (use `fullmatch`)."""
+DEVICE_RULE = f"1-{MAX_DEVICE_CHARS} letters, digits or _.:- (starting with a letter or digit)"
 
 # Bounds checked at decode, so that no peer can make a consumer hold more than this per message.
 # A real emotion message is ~0.5 KB and a status ~0.4 KB; the bounds leave room for growth.
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest frame accepted; also every SUB socket's ZMQ_MAXMSGSIZE (a bigger frame drops the peer)."""
-MAX_TOPIC_BYTES = len(STATUS_PREFIX) + 64
+MAX_TOPIC_BYTES = max(len(EMOTION_PREFIX), len(STATUS_PREFIX)) + MAX_DEVICE_CHARS
+"""The longest topic: the longest prefix and the longest device name (ASCII: one byte a character)."""
 MAX_LABELS = 32
 MAX_LABEL_CHARS = 32
 MAX_MODEL_CHARS = 128
@@ -47,6 +51,21 @@ MAX_UNIX_TIME = 1e11
 clock or a hostile peer, and a consumer that derives integers from times (milliseconds) must not overflow."""
 MAX_EXTRA_KEYS = 32
 MAX_EXTRA_DEPTH = 4
+
+# Physical ranges, checked at decode so that sums of many values (the recorder's per-minute
+# aggregates, a dashboard's means) stay finite and every database takes them.
+MIN_LEVEL_DBFS = -200.0
+"""Below the quietest level a window can have: serd's own floor is -120 dBFS (power 1e-12)."""
+MAX_LEVEL_DBFS = 20.0
+"""Above the loudest: a full-scale square wave is 0 dBFS; a float source may overshoot a little."""
+MAX_ELAPSED_S = MAX_UNIX_TIME
+"""`start_s`, `end_s`, `uptime_s`: seconds since a start, in [0, this] (no stream outlasts the clock)."""
+MAX_CPU_PERCENT = 100.0 * 1024
+"""`cpu_percent` is % of one core: at most 1024 cores busy."""
+MAX_RSS_MB = 1024.0**3
+"""`rss_mb`: at most a pebibyte."""
+SILENT_DBFS = -120.0
+"""What a window's level is sent as when it could not be measured (NaN, infinite)."""
 
 
 class MessageError(ValueError):
@@ -71,8 +90,10 @@ def _round_unit(value: float | None) -> float | None:
     return round(min(1.0, max(0.0, float(value))), 5)
 
 
-def _finite(value: float, default: float = 0.0) -> float:
-    return float(value) if math.isfinite(float(value)) else default
+def _within(value: float, low: float, high: float, default: float) -> float:
+    # What serd sends is always what every consumer accepts: non-finite -> default, else clamped.
+    number = float(value)
+    return min(high, max(low, number)) if math.isfinite(number) else default
 
 
 class _Topical:
@@ -120,9 +141,9 @@ class EmotionMessage(_Topical):
         d = asdict(self)
         d["time"] = round(self.time, 6)
         d["captured_at"] = round(self.captured_at, 6)
-        d["start_s"] = round(self.start_s, 4)
-        d["end_s"] = round(self.end_s, 4)
-        d["level_dbfs"] = round(self.level_dbfs, 2) if math.isfinite(self.level_dbfs) else -120.0
+        d["start_s"] = round(_within(self.start_s, 0.0, MAX_ELAPSED_S, 0.0), 4)
+        d["end_s"] = round(_within(self.end_s, 0.0, MAX_ELAPSED_S, 0.0), 4)
+        d["level_dbfs"] = round(_within(self.level_dbfs, MIN_LEVEL_DBFS, MAX_LEVEL_DBFS, SILENT_DBFS), 2)
         d["probs"] = _round_probs(self.probs)
         d["smoothed"] = _round_probs(self.smoothed)
         d["confidence"] = None if self.confidence is None or d["smoothed"] is None else round(float(self.confidence), 5)
@@ -168,9 +189,9 @@ class StatusMessage(_Topical):
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["time"] = round(self.time, 6)
-        d["uptime_s"] = round(_finite(self.uptime_s), 3)
-        d["cpu_percent"] = round(_finite(self.cpu_percent), 2)
-        d["rss_mb"] = round(_finite(self.rss_mb), 2)
+        d["uptime_s"] = round(_within(self.uptime_s, 0.0, MAX_ELAPSED_S, 0.0), 3)
+        d["cpu_percent"] = round(_within(self.cpu_percent, 0.0, MAX_CPU_PERCENT, 0.0), 2)
+        d["rss_mb"] = round(_within(self.rss_mb, 0.0, MAX_RSS_MB, 0.0), 2)
         d["source"] = _clip(self.source, MAX_SOURCE_CHARS)
         d["detail"] = _clip(self.detail, MAX_DETAIL_CHARS)
         d["model"] = _clip(self.model, MAX_MODEL_CHARS)
@@ -183,7 +204,9 @@ Message = EmotionMessage | StatusMessage
 
 
 def encode(message: Message) -> list[bytes]:
-    """Two frames: topic and compact JSON."""
+    """Two frames: topic and compact JSON. MessageError for a device name no consumer would accept."""
+    if not isinstance(message.device, str) or not DEVICE_ID_PATTERN.fullmatch(message.device):
+        raise MessageError(f"device: expected {DEVICE_RULE}, got {str(message.device)[:40]!r}")
     body = json.dumps(message.to_dict(), separators=(",", ":"), allow_nan=False)
     return [message.topic.encode("utf-8"), body.encode("utf-8")]
 
@@ -241,8 +264,8 @@ def _text(limit: int) -> Check:
 
 
 def _device(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not DEVICE_ID_PATTERN.match(value):
-        raise _fail(name, "1-64 letters, digits or _.:-", value)
+    if not isinstance(value, str) or not DEVICE_ID_PATTERN.fullmatch(value):
+        raise _fail(name, DEVICE_RULE, value)
     return value
 
 
@@ -266,11 +289,18 @@ def _unix_time(name: str, value: Any) -> float:
     return number
 
 
-def _unit(name: str, value: Any) -> float:
-    number = _real(name, value)
-    if not 0.0 <= number <= 1.0:
-        raise _fail(name, "a number in [0, 1]", value)
-    return number
+def _within_range(low: float, high: float) -> Check:
+    def check(name: str, value: Any) -> float:
+        number = _real(name, value)
+        if not low <= number <= high:
+            raise _fail(name, f"a number in [{low:g}, {high:g}]", value)
+        return number
+    return check
+
+
+_unit = _within_range(0.0, 1.0)
+_level = _within_range(MIN_LEVEL_DBFS, MAX_LEVEL_DBFS)
+_elapsed = _within_range(0.0, MAX_ELAPSED_S)
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -311,10 +341,10 @@ _FIELDS: dict[str, dict[str, Check]] = {
     EMOTION_SCHEMA: {
         **_COMMON,
         "captured_at": _unix_time,
-        "start_s": _real,
-        "end_s": _real,
+        "start_s": _elapsed,
+        "end_s": _elapsed,
         "speech": _flag,
-        "level_dbfs": _real,
+        "level_dbfs": _level,
         "probs": _optional(_probs),
         "smoothed": _optional(_probs),
         "label": _optional(_text(MAX_LABEL_CHARS)),
@@ -326,15 +356,15 @@ _FIELDS: dict[str, dict[str, Check]] = {
     STATUS_SCHEMA: {
         **_COMMON,
         "state": _text(MAX_STATE_CHARS),
-        "uptime_s": _real,
+        "uptime_s": _elapsed,
         "source": _text(MAX_SOURCE_CHARS),
         "model": _text(MAX_MODEL_CHARS),
         "windows": _count,
         "published": _count,
         "overruns": _count,
         "dropped": _count,
-        "cpu_percent": _real,
-        "rss_mb": _real,
+        "cpu_percent": _within_range(0.0, MAX_CPU_PERCENT),
+        "rss_mb": _within_range(0.0, MAX_RSS_MB),
         "detail": _text(MAX_DETAIL_CHARS),
         "version": _text(MAX_VERSION_CHARS),
         "gate": _text(MAX_STATE_CHARS),

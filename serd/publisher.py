@@ -10,8 +10,12 @@ daemon from 62 MB to 1.44 GB). Here the worker reads the subscriptions itself, a
 few at each send, and accepts only prefixes of this daemon's own two topics
 (`serd.`, `serd.emotion.<device>`, ...), so a well-behaved subscriber holds at most
 a few dozen. libzmq still records each subscription it receives until that
-connection closes, so a connection that sends more than `MAX_REFUSED_PER_PEER`
-others is cut (its socket shut down; libzmq then frees what it recorded).
+connection closes (one trie node per byte), so what a connection can make it hold is
+bounded two ways: a frame over `SUBSCRIPTION_MAXMSGSIZE` drops the connection inside
+libzmq before it is assembled (with CURVE, a larger limit that the handshake needs, for
+authorized clients only); and a connection that sends more than `MAX_REFUSED_PER_PEER`
+other subscriptions, or more than `MAX_REFUSED_BYTES_PER_PEER` bytes of them, is cut
+(its socket shut down; libzmq then frees what it recorded).
 Each cut connection leaves 40-55 KB of freed-but-kept heap behind in glibc (measured),
 so after cuts the publisher hands free heap back to the OS (`TRIM_EVERY_S`); see
 benchmarks/RELIABILITY.md, "Hostile input".
@@ -36,6 +40,16 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_REFUSED_PER_PEER = 32
 """Subscriptions to anything but serd's own topics one connection may send before it is cut off."""
+MAX_REFUSED_BYTES_PER_PEER = 2048
+"""...and their bytes: libzmq keeps each one (a trie node per byte, ~50 bytes each) until the connection ends."""
+SUBSCRIPTION_MAXMSGSIZE = 128
+"""The XPUB's ZMQ_MAXMSGSIZE: libzmq drops a connection on the header of a bigger frame, before it is
+assembled or recorded (one 20 MB subscription took the daemon to 2.2 GB before). serd's longest topic is
+77 bytes (`serd.emotion.` and a 64-character device), its subscription 78; handshake commands count too
+(NULL's READY is ~30 bytes)."""
+CURVE_SUBSCRIPTION_MAXMSGSIZE = 512
+"""The same with CURVE, whose INITIATE command from a SUB socket is ~300 bytes (measured: 256 refused
+it, 300 let it through). Only authorized clients get past the handshake to send a subscription."""
 SUBSCRIPTIONS_PER_SECOND = 1000
 """Subscription messages read per second at most (a real subscriber sends one or two), so that a flood
 costs the worker little, and is cut at a bounded pace: about 30 connections a second, each leaving
@@ -109,7 +123,8 @@ class Publisher:
         self.refused_subscriptions = 0
         self.cut_peers = 0
         self._accepted = topic_prefixes(device_id)
-        self._refused_by_fd: dict[int, int] = {}
+        self._refused_by_fd: dict[int, list[int]] = {}
+        """Refused subscriptions and their bytes, by the descriptor of the connection that sent them."""
         self._budget_second = 0
         self._budget_left = SUBSCRIPTIONS_PER_SECOND
         self._trim_until: float | None = None
@@ -122,6 +137,8 @@ class Publisher:
         try:
             self._socket.setsockopt(zmq.XPUB_MANUAL, 1)
             self._socket.setsockopt(zmq.RCVHWM, SUBSCRIPTION_RCVHWM)
+            self._socket.setsockopt(zmq.MAXMSGSIZE, CURVE_SUBSCRIPTION_MAXMSGSIZE if settings.curve.enabled
+                                    else SUBSCRIPTION_MAXMSGSIZE)
             self._socket.setsockopt(zmq.SNDHWM, settings.sndhwm)
             self._socket.setsockopt(zmq.LINGER, settings.linger_ms)
             if settings.curve.enabled:
@@ -207,18 +224,33 @@ class Publisher:
 
         ZeroMQ authenticates a client only when it connects, so re-reading the list alone would
         leave a revoked client receiving until it reconnects. Returns the connections cut.
+
+        A list that cannot be read (the directory deleted, a key file broken) is an empty list,
+        not the old one (pyzmq's `configure_curve` keeps the old list and only logs): every
+        connection is cut and nobody gets in until it is readable and serd reloaded again. Then
+        PublisherError says so, for the daemon to refuse the reload.
         """
         if self._auth is None:
             return 0
+        import zmq.auth
+
         self.serve_subscriptions()  # know every connection that subscribed so far
         location = str(self.settings.curve.authorized_clients)
-        self._auth.configure_curve(domain="*", location=location)
-        allowed = {key.decode("ascii") if isinstance(key, bytes) else str(key)
-                   for key in self._auth.certs.get("*", {})}
+        problem = None
+        try:
+            certs = zmq.auth.load_certificates(location)
+        except (OSError, ValueError) as exc:
+            certs, problem = {}, str(exc) if Path(location).is_dir() else "not a directory (deleted?)"
+        self._auth.certs["*"] = certs  # what configure_curve sets; the authenticator reads it per handshake
+        allowed = {key.decode("ascii") if isinstance(key, bytes) else str(key) for key in certs}
         revoked = [fd for fd, client in self._client_by_fd.items() if client not in allowed]
         for fd in revoked:
             self._client_by_fd.pop(fd, None)
             self._shutdown(fd)
+        if problem is not None:
+            raise PublisherError(f"publisher.curve.authorized_clients: {location}: {problem}; no client is "
+                                 f"authorized until it is readable and serd reloaded (SIGHUP); "
+                                 f"{len(revoked)} connection(s) closed", config_error=True)
         _LOGGER.info("CURVE: %d authorized client key(s) re-read from %s; %d connection(s) of removed keys closed",
                      len(allowed), location, len(revoked))
         return len(revoked)
@@ -231,8 +263,10 @@ class Publisher:
             return
         if fd < 0:
             return
-        refused = self._refused_by_fd[fd] = self._refused_by_fd.get(fd, 0) + 1
-        if refused == MAX_REFUSED_PER_PEER + 1:
+        refused = self._refused_by_fd.setdefault(fd, [0, 0])
+        refused[0] += 1
+        refused[1] += len(frame)
+        if refused[0] > MAX_REFUSED_PER_PEER or refused[1] > MAX_REFUSED_BYTES_PER_PEER:
             self._cut(fd)
         if len(self._refused_by_fd) > 4 * MAX_REFUSED_PER_PEER:  # fds are reused; old counts do not matter
             self._refused_by_fd.clear()
@@ -241,8 +275,9 @@ class Publisher:
         """Shut down a flooding connection; libzmq notices, ends it and frees its subscriptions."""
         self.cut_peers += 1
         if self.cut_peers == 1 or self.cut_peers % CUT_LOG_EVERY == 0:
-            _LOGGER.warning("a subscriber sent more than %d subscriptions to other topics: disconnected it "
-                            "(%d connection(s) cut so far)", MAX_REFUSED_PER_PEER, self.cut_peers)
+            _LOGGER.warning("a subscriber sent more than %d subscriptions (or %d bytes of them) to other topics: "
+                            "disconnected it (%d connection(s) cut so far)", MAX_REFUSED_PER_PEER,
+                            MAX_REFUSED_BYTES_PER_PEER, self.cut_peers)
         self._shutdown(fd)
         self._refused_by_fd.pop(fd, None)
         self._trim_until = time.monotonic() + TRIM_FOR_S

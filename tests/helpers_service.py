@@ -163,6 +163,19 @@ class ServeProcess:
         self.close()
 
 
+def get_json(url: str) -> tuple[int, dict]:
+    """GET a JSON endpoint: (HTTP status, body), an error status included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 # -- ZeroMQ subscribers --------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -75,6 +75,15 @@ HOSTILE = {
     "long-source": [b"serd.status.r", status_body(source="x" * 513)],
     "long-model": [b"serd.status.r", status_body(model="x" * 129)],
     "arousal-above-1": [b"serd.emotion.kitchen", _emotion_body(arousal=2.0)],
+    # issue 19, item 2: finite but beyond physics (+1e308 then -1e308 made a minute's level sum infinite)
+    "level-1e308": [b"serd.emotion.kitchen", _emotion_body(level_dbfs=1e308)],
+    "level-minus-1e308": [b"serd.emotion.kitchen", _emotion_body(level_dbfs=-1e308)],
+    "level-21-dBFS": [b"serd.emotion.kitchen", _emotion_body(level_dbfs=21)],
+    "start-negative": [b"serd.emotion.kitchen", _emotion_body(start_s=-0.5)],
+    "end-1e300": [b"serd.emotion.kitchen", _emotion_body(end_s=1e300)],
+    "uptime-1e300": [b"serd.status.r", status_body(uptime_s=1e300)],
+    "cpu-negative": [b"serd.status.r", status_body(cpu_percent=-1)],
+    "rss-1e300": [b"serd.status.r", status_body(rss_mb=1e300)],
     "smoothed-arousal-string": [b"serd.emotion.kitchen", _emotion_body(smoothed_arousal="high")],
 }
 

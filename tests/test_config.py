@@ -373,3 +373,41 @@ def test_record_section_is_validated(record, path):
 def test_record_section_takes_a_list_of_endpoints():
     s = config.from_dict({"record": {"connect": ["tcp://127.0.0.1:5556", "ipc:///run/serd/room2"], "keep_days": 3}})
     assert s.record.connect == ("tcp://127.0.0.1:5556", "ipc:///run/serd/room2") and s.record.keep_days == 3.0
+
+
+def test_device_id_length_comes_from_the_wire_format():
+    """Issue 19, item 4: the config, encode and decode share one limit (messages.MAX_DEVICE_CHARS)."""
+    from serd.messages import MAX_DEVICE_CHARS
+
+    for chars in (1, MAX_DEVICE_CHARS):
+        assert config.from_dict({"device_id": "d" * chars}).device_id == "d" * chars
+    with pytest.raises(ConfigError, match=f"device_id: expected 1-{MAX_DEVICE_CHARS} letters"):
+        config.from_dict({"device_id": "d" * (MAX_DEVICE_CHARS + 1)})
+
+
+@pytest.mark.parametrize("yaml_text, match", [
+    ("analysis:\n  hop_s: 0.5\n  gate_dbfs: -50\n  hop_s: 0.25\n", r"line 4 \(duplicate key 'hop_s', first given at line 2\)"),
+    ("analysis: {hop_s: 0.5}\nlog_level: info\nanalysis:\n  hop_s: 1\n", r"line 3 \(duplicate key 'analysis', first"),
+    ("analysis: {hop_s: 0.5, hop_s: 1}\n", r"line 1 \(duplicate key 'hop_s', first given at line 1\)"),
+    ("a: 1\n'a': 2\n", r"line 2 \(duplicate key 'a'"),
+])
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path, yaml_text, match):
+    """Issue 19, item 8: the last of two `hop_s` silently won."""
+    path = tmp_path / "serd.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=match) as caught:
+        config.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_merged_mapping_is_not_a_duplicate(tmp_path):
+    path = tmp_path / "serd.yaml"
+    path.write_text("analysis: {<<: {hop_s: 0.25}, gate_dbfs: -50}\n", encoding="utf-8")
+    assert config.load(path).analysis.hop_s == 0.25
+
+
+def test_run_refuses_a_duplicate_key_in_one_line(workdir):
+    path = workdir / "serd.yaml"
+    path.write_text("device_id: hall\nanalysis:\n  hop_s: 0.5\ndevice_id: kitchen\n", encoding="utf-8")
+    line = refused(["--config", path, "--source", "-"], workdir)
+    assert "serd.yaml" in line and "line 4" in line and "duplicate key 'device_id', first given at line 1" in line

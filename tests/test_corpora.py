@@ -125,6 +125,40 @@ def test_final_split_keeps_a_few_calibration_speakers_per_corpus():
     assert split.val_actors == ("ravdess/11", "ravdess/12", "nemo/S08") and not split.test
 
 
+def with_pooled(corpus: str, known: int, pooled_clips: int = 20) -> list[Clip]:
+    """A corpus like EmoSpeech: a few identified speakers, and many clips under the id `unknown`."""
+    return clips_of(corpus, known) + [Clip(Path(f"{corpus}/u/{k}.flac"), "sad", corpus, "unknown") for k in range(pooled_clips)]
+
+
+def test_a_pooled_speaker_id_only_ever_trains():
+    clips = clips_of("ravdess", 24) + clips_of("nemo", 9) + with_pooled("emospeech", 12)
+    unknown = {i for i, c in enumerate(clips) if c.speaker == "unknown"}
+    assert not clips[min(unknown)].speaker_known and clips[0].speaker_known
+    folds = speaker_folds(clips, 6)
+    for s in folds:
+        assert unknown <= set(s.train), s.name
+        assert {clips[i].corpus for i in s.test} == {"ravdess", "nemo", "emospeech"}
+    assert sorted({clips[i].key for s in folds for i in s.test}) == sorted({c.key for c in clips if c.speaker_known})
+    final = holdout_speakers(clips, 1, (11, 12))
+    assert "emospeech/S11" in final.val_actors and unknown <= set(final.train)  # not `unknown`, which sorts last
+    to_ravdess = corpus_holdout(clips, "ravdess")
+    assert unknown <= set(to_ravdess.train) and "emospeech/unknown" not in to_ravdess.val_actors
+    to_emospeech = corpus_holdout(clips, "emospeech")
+    assert unknown <= set(to_emospeech.test)  # held out, every clip of it is tested
+
+
+def test_emotion5_leaves_disgust_clips_out(ravdess_fixtures: Path, nemo_fixtures: Path):
+    specs = [parse_spec(f"ravdess={ravdess_fixtures}"), parse_spec(f"nemo={nemo_fixtures}")]
+    five = Corpus.from_specs(specs, "emotion5", 16000)
+    six = Corpus.from_specs(specs, "emotion6", 16000)
+    assert five.labels == ("neutral", "happy", "sad", "angry", "fearful")
+    disgust = six.labels.index("disgust")
+    assert len(five.clips) == len(six.clips) - int(np.sum(six.y == disgust)) > 0
+    assert [c.path for c in five.clips] == [c.path for c, y in zip(six.clips, six.y) if y != disgust]
+    assert [five.labels[k] for k in five.y] == [six.labels[k] for k in six.y if k != disgust]
+    assert five.covers.all()  # both corpora have all five classes: nothing masked
+
+
 # -- class masking -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -664,23 +664,90 @@ def test_a_short_token_is_refused():
         Dashboard(DashboardSettings(host="127.0.0.1", port=0, token="a"))
 
 
-def test_wrong_tokens_are_throttled_per_client(start_dashboard):
+def bearer(token: str, **more: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **more}
+
+
+def test_wrong_tokens_are_throttled_per_client_and_the_owner_still_gets_in(start_dashboard):
+    """Issue 19, item 7: throttled, a client's wrong tokens get 429, but a right token or a valid cookie from the
+    same address gets in (a guesser behind the same NAT or proxy must not lock the teacher out)."""
     from serd.dashboard.guard import MAX_BAD_TOKENS
 
     base = start_dashboard(token=TOKEN).url
-    codes = [request(base, "GET", "/api/state", headers={"Authorization": f"Bearer guess{i:012d}"})[0]
-             for i in range(MAX_BAD_TOKENS + 2)]
+    cookie = request(base, "GET", f"/?token={TOKEN}")[1]["set-cookie"].split(";", 1)[0]
+    codes = [request(base, "GET", "/api/state", headers=bearer(f"guess{i:012d}"))[0] for i in range(MAX_BAD_TOKENS + 2)]
     assert codes[:MAX_BAD_TOKENS] == [401] * MAX_BAD_TOKENS and codes[MAX_BAD_TOKENS:] == [429, 429], codes
-    # Throttled, the right token is not even checked: a guess that happens to be right learns nothing.
-    assert request(base, "GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 429
+    assert request(base, "GET", "/api/state", headers=bearer(TOKEN))[0] == 200
+    assert request(base, "GET", "/api/state", headers={"Cookie": cookie})[0] == 200
+    assert request(base, "GET", f"/?token={TOKEN}")[0] == 303
+    assert request(base, "GET", "/?token=guess-000000000099")[0] == 429
+    assert request(base, "GET", "/api/state", headers=bearer("guess-000000000098"))[0] == 429
     # Another client address (all of 127/8 is loopback) is not affected.
     url = urllib.parse.urlsplit(base)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60, source_address=("127.0.0.2", 0))
     try:
-        conn.request("GET", "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert conn.getresponse().status == 200
+        conn.request("GET", "/api/state", headers=bearer("guess-000000000097"))
+        assert conn.getresponse().status == 401
     finally:
         conn.close()
+
+
+def test_a_stale_cookie_is_not_a_guess(start_dashboard):
+    """An expired cookie, or one made with a token since changed, is what the owner's browser sends: 401, uncounted."""
+    from serd.dashboard.guard import COOKIE_MAX_AGE_S, MAX_BAD_TOKENS, session_cookie
+
+    base = start_dashboard(token=TOKEN).url
+    expired = session_cookie(TOKEN, now=time.time() - COOKIE_MAX_AGE_S - 10)
+    rotated = session_cookie("the-token-before-0123456789")
+    for value in [expired, rotated] * MAX_BAD_TOKENS:
+        code, _, body = request(base, "GET", "/api/state", headers={"Cookie": f"serd_dashboard_token={value}"})
+        assert code == 401 and b"expired" in body, (code, body)
+    assert request(base, "GET", "/api/state", headers=bearer("guess-000000000001"))[0] == 401  # not throttled
+
+
+def test_behind_a_trusted_proxy_the_throttle_counts_the_address_it_forwards(start_dashboard):
+    from serd.dashboard.guard import MAX_BAD_TOKENS
+
+    proxied = start_dashboard(token=TOKEN, trusted_proxy="127.0.0.1").url
+    for i in range(MAX_BAD_TOKENS):
+        assert request(proxied, "GET", "/api/state", headers=bearer(f"guess{i:012d}", **{
+            "X-Forwarded-For": "203.0.113.5"}))[0] == 401
+    assert request(proxied, "GET", "/api/state", headers=bearer("guess-000000000099", **{
+        "X-Forwarded-For": "203.0.113.5"}))[0] == 429
+    # The entry the proxy appended counts, not what the client put before it.
+    assert request(proxied, "GET", "/api/state", headers=bearer("guess-000000000098", **{
+        "X-Forwarded-For": "198.51.100.7, 203.0.113.5"}))[0] == 429
+    assert request(proxied, "GET", "/api/state", headers=bearer("guess-000000000097", **{
+        "X-Forwarded-For": "203.0.113.5, 203.0.113.6"}))[0] == 401
+    assert request(proxied, "GET", "/api/state", headers=bearer(TOKEN, **{"X-Forwarded-For": "203.0.113.5"}))[0] == 200
+    # Without a trusted proxy, X-Forwarded-For is the client's word: ignored.
+    direct = start_dashboard(token=TOKEN).url
+    codes = [request(direct, "GET", "/api/state", headers=bearer(f"guess{i:012d}", **{
+        "X-Forwarded-For": f"203.0.113.{i}"}))[0] for i in range(MAX_BAD_TOKENS + 1)]
+    assert codes[-1] == 429, codes
+
+
+def test_a_trusted_proxy_is_not_held_to_the_per_address_connection_cap(start_dashboard):
+    """Every client behind the proxy shares its address: 16 open event streams must not be the limit for all."""
+    from serd.dashboard.guard import MAX_PER_CLIENT
+
+    base = start_dashboard(trusted_proxy="127.0.0.1").url
+    streams = [open_events(base) for _ in range(MAX_PER_CLIENT + 4)]
+    try:
+        assert [response.status for _, response in streams] == [200] * (MAX_PER_CLIENT + 4)
+        assert all(response.readline() for _, response in streams)  # each stream is served
+    finally:
+        for conn, _ in streams:
+            conn.close()
+
+
+def test_trusted_proxy_must_be_an_ip_address(publisher: Publisher):
+    result = subprocess.run([sys.executable, "-m", "serd", "dashboard", "--connect", publisher.endpoint,
+                             "--trusted-proxy", "proxy.example"], env=subprocess_env(), capture_output=True,
+                            text=True, timeout=WAIT_S)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "serd dashboard: --trusted-proxy 'proxy.example': expected an IP address, e.g. 127.0.0.1"]
 
 
 def test_the_cookie_proves_the_token_without_carrying_it_and_expires(start_dashboard):

@@ -3,16 +3,14 @@ Chromium, on a real SQLite history written by the recorder's own code."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from helpers_record import emotion
+from helpers_service import get_json
 from serd.messages import encode
 from serd.record.recorder import Recorder
 from serd.record.store import open_store, sqlite_url
@@ -59,33 +57,25 @@ def served(tmp_path_factory):
     assert "Traceback" not in child.output
 
 
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_endpoints_answer_from_the_database(served):
     url, facts = served
-    status, rooms = get(url + "api/history/rooms")
+    status, rooms = get_json(url + "api/history/rooms")
     assert status == 200 and [r["device"] for r in rooms["rooms"]] == list(ROOMS)
     day = time.strftime("%Y-%m-%d", time.localtime(facts["yesterday"]))
-    status, room = get(url + f"api/history/room?device=room-b&day={day}&every=1h")
+    status, room = get_json(url + f"api/history/room?device=room-b&day={day}&every=1h")
     assert status == 200
     (hour,) = room["buckets"]
     assert hour["windows"] == 3600 and hour["speech_windows"] == 2700
     assert hour["speech_fraction"] == pytest.approx(0.75, abs=0.01) and hour["arousal"] == pytest.approx(0.75)
-    status, table = get(url + "api/history/table?days=7")
+    status, table = get_json(url + "api/history/table?days=7")
     assert status == 200 and len(table["days"]) == 7
     cells = {row["device"]: row["days"] for row in table["rows"]}
     assert cells["room-a"][-2]["speech_s"] == pytest.approx(1800 * 0.75, abs=1) and cells["room-a"][-1] is None
-    status, week = get(url + "api/history/room?device=room-a&days=7&every=1m")  # the largest answer: a week per minute
+    status, week = get_json(url + "api/history/room?device=room-a&days=7&every=1m")  # the largest answer: a week per minute
     assert status == 200 and sum(b["windows"] for b in week["buckets"]) == 3600 and week["gaps_truncated"] is False
     for bad in ("room?device=room-a&day=yesterday", "room?device=room-a&every=5m", "table?days=400", "room?day=2026-01-01",
                 "room?device=room-a&days=31&every=1m"):  # 44,640 steps: bounded, ask per hour
-        status, body = get(url + "api/history/" + bad)
+        status, body = get_json(url + "api/history/" + bad)
         assert status == 400 and body["error"], bad
 
 

@@ -14,6 +14,9 @@ from hostile_messages import EMOTION_OK, HOSTILE, mutated_frames, status_body
 from serd.messages import (
     EMOTION_PREFIX,
     EMOTION_SCHEMA,
+    MAX_DEVICE_CHARS,
+    MAX_LEVEL_DBFS,
+    MAX_TOPIC_BYTES,
     STATUS_PREFIX,
     STATUS_SCHEMA,
     EmotionMessage,
@@ -277,3 +280,56 @@ def test_times_outside_unix_seconds_are_refused(field, value):
     body = {**EMOTION_OK, field: value}
     with pytest.raises(MessageError, match=field):
         decode([b"serd.emotion.kitchen", json.dumps(body).encode()])
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("level_dbfs", -200, True), ("level_dbfs", 20, True), ("level_dbfs", -200.01, False), ("level_dbfs", 1e308, False),
+    ("start_s", 0, True), ("start_s", -1e-9, False), ("end_s", 1e11, True), ("end_s", 1.0001e11, False),
+])
+def test_emotion_numbers_are_held_to_their_physical_range(field, value, ok):
+    """Issue 19, item 2: +1e308 and -1e308 dBFS passed decode and made the recorder's minute sums infinite."""
+    frames = [b"serd.emotion.kitchen", json.dumps({**EMOTION_OK, field: value}).encode()]
+    if ok:
+        assert getattr(decode(frames), field) == value
+    else:
+        with pytest.raises(MessageError, match=field):
+            decode(frames)
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("uptime_s", 0, True), ("uptime_s", 1e300, False), ("cpu_percent", 400.0, True), ("cpu_percent", -0.5, False),
+    ("cpu_percent", 1e9, False), ("rss_mb", 0.0, True), ("rss_mb", 1e300, False),
+])
+def test_status_numbers_are_held_to_their_physical_range(field, value, ok):
+    frames = [b"serd.status.r", status_body(**{field: value})]
+    if ok:
+        assert getattr(decode(frames), field) == value
+    else:
+        with pytest.raises(MessageError, match=field):
+            decode(frames)
+
+
+def test_serd_sends_only_numbers_within_the_ranges():
+    """A float source can overshoot full scale; a clock can jump: what serd sends, every consumer accepts."""
+    loud = decode(encode(emotion(level_dbfs=35.0, start_s=-0.25, end_s=1.75)))
+    assert (loud.level_dbfs, loud.start_s, loud.end_s) == (MAX_LEVEL_DBFS, 0.0, 1.75)
+    assert decode(encode(emotion(level_dbfs=-math.inf))).level_dbfs == -120.0
+    odd = decode(encode(status(uptime_s=-3.0, cpu_percent=math.nan, rss_mb=math.inf)))
+    assert (odd.uptime_s, odd.cpu_percent, odd.rss_mb) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("chars", [1, MAX_DEVICE_CHARS])
+def test_a_device_name_of_1_to_64_characters_fits_both_topics(chars):
+    """Issue 19, item 4: the topic limit was the status prefix + 64, one byte short of an emotion topic."""
+    device = "d" * chars
+    for message in (emotion(device=device), status(device=device)):
+        frames = encode(message)
+        assert len(frames[0]) <= MAX_TOPIC_BYTES
+        assert decode(frames).device == device
+    assert MAX_TOPIC_BYTES == len(EMOTION_PREFIX) + MAX_DEVICE_CHARS
+
+
+@pytest.mark.parametrize("device", ["", "d" * (MAX_DEVICE_CHARS + 1), "room\n", "-room", "<b>"])
+def test_encode_refuses_a_device_name_no_consumer_accepts(device):
+    with pytest.raises(MessageError, match="device"):
+        encode(emotion(device=device))

@@ -133,6 +133,8 @@ def test_find_clips_without_clips_is_an_error(tmp_path):
         ("emotion6", "surprised", "female", "happy"),
         ("emotion6", "neutral", "male", "neutral"),
         ("emotion6", "disgust", "female", "disgust"),
+        ("emotion5", "calm", "male", "neutral"),
+        ("emotion5", "surprised", "female", "happy"),
         ("emotion8", "calm", "male", "calm"),
         ("emotion8", "surprised", "female", "surprised"),
         ("seed12", "calm", "female", "female_neutral"),
@@ -148,6 +150,8 @@ def test_label_mapping(label_set, emotion, gender, expected):
 
 def test_label_sets():
     assert EMOTION6 == ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+    assert LABEL_SETS["emotion5"] == EMOTION6[:5]
+    assert label_for("emotion5", "disgust", "female") is None  # left out, not mapped onto another class
     assert EMOTION8 == tuple(README_EMOTION_COUNTS)
     assert len(SEED12) == 12 and {emotion_of(label) for label in SEED12} == set(EMOTION6)
     assert emotion_of("female_sad") == "sad" and emotion_of("sad") == "sad"

@@ -15,7 +15,7 @@ from serd.record import queries
 from serd.record.recorder import Recorder
 from serd.record.rows import DROPPED, EMOTION, LOST, status_row, window_row
 from serd.record.schema import MIGRATIONS, SCHEMA_VERSION
-from serd.record.store import StoreError, open_store
+from serd.record.store import StoreError, open_store, sqlite_url
 from serd.record.writer import BatchWriter, WriterSettings
 from serd.record.writes import Batch, delete_history, load_tracker, prune, write_batch
 
@@ -52,6 +52,13 @@ def wait_written(writer: BatchWriter, rows: int) -> None:
     deadline = time.monotonic() + WAIT_S
     while writer.counts.written < rows and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def write_windows(writer: BatchWriter, device: str, seqs: range) -> None:
+    """Offer a window per seq and wait until it is written (one device's windows from seq 0 are the only rows)."""
+    for i in seqs:
+        offer_window(writer, device, i)
+    wait_written(writer, seqs.stop)
 
 
 def test_a_fresh_database_gets_the_current_schema(store):
@@ -289,14 +296,10 @@ def test_a_lost_postgresql_connection_is_retried_and_reconnected(db_url):  # noq
     writer.start()
     admin = open_store(db_url)
     try:
-        for i in range(20):
-            offer_window(writer, "pg", i)
-        wait_written(writer, 20)
+        write_windows(writer, "pg", range(20))
         pid = store.query("SELECT pg_backend_pid()")[0][0]
         admin.execute("SELECT pg_terminate_backend(?)", (pid,))  # the server drops the recorder's connection
-        for i in range(20, 40):
-            offer_window(writer, "pg", i)
-        wait_written(writer, 40)
+        write_windows(writer, "pg", range(20, 40))
     finally:
         writer.stop()
         admin.close()
@@ -340,3 +343,103 @@ def test_rows_journaled_during_a_replay_come_after_it(tmp_path):
         seqs += [r[2] for r in batch.windows]
     journal.replayed()
     assert seqs == list(range(8)) and not journal.pending()
+
+
+# -- issue 19: refused rows, a deleted file, replays, many devices, stored infinities ------------------
+
+def refuse_room(store, device: str) -> None:
+    """Make the real database refuse every window of `device`, as it refused a sum that overflowed."""
+    with store.transaction():
+        if store.dialect == "postgresql":
+            store.execute(f"ALTER TABLE windows ADD CONSTRAINT refuse_room CHECK (device <> '{device}')")
+        else:
+            store.execute(f"CREATE TRIGGER refuse_room BEFORE INSERT ON windows WHEN NEW.device = '{device}' "
+                          "BEGIN SELECT RAISE(ABORT, 'this room is refused'); END")
+
+
+def test_a_row_the_database_refuses_is_dropped_and_counted_and_the_rest_written(store):
+    """Item 2: one refused row stopped the recorder (exit 1) and lost its whole batch."""
+    refuse_room(store, "bad")
+    writer = BatchWriter(store, WriterSettings(flush_s=0.05, batch_rows=100))
+    for i in range(10):
+        offer_window(writer, "good", i)
+        if i in (3, 7):
+            offer_window(writer, "bad", i)
+    writer.start()
+    wait_written(writer, 10)
+    offer_window(writer, "good", 10)  # and the next batch is written as a whole again
+    wait_written(writer, 11)
+    writer.stop()
+    assert writer.error is None and writer.is_alive() is False
+    assert writer.counts.refused == {"windows": 2} and writer.counts.written == 11
+    assert [r[0] for r in store.query("SELECT seq FROM windows ORDER BY seq")] == list(range(11))
+    agg = queries.aggregates(store, queries.Range(T0 - 60, T0 + 60), 3600)
+    assert [(a["device"], a["windows"]) for a in agg] == [("good", 11)]
+
+
+def test_stored_infinite_sums_read_back_as_unknown_not_an_error(store):
+    """Item 2: an older serd let a minute's level sum overflow; history and the dashboard failed on it."""
+    minute = int(T0 // 60) * 60
+    with store.transaction():
+        for period, start in (("minutes", minute), ("hours", int(T0 // 3600) * 3600)):
+            store.execute(f"INSERT INTO {period} (device, {period[:-1]}, windows, speech_windows, recorded_s, "
+                          "speech_s, level_sum, prob_sums, arousal_sum, arousal_windows) "
+                          "VALUES ('inf', ?, 2, 1, 1.0, 0.5, ?, ?, 0, 0)", (start, float("inf"), '{"sad":0.5}'))
+    for every in (60, 3600):
+        (bucket,) = queries.aggregates(store, queries.Range(T0 - 3600, T0 + 3600), every)
+        assert bucket["level_dbfs"] is None and bucket["probs"] == {"sad": 0.5}
+        json.dumps(bucket, allow_nan=False)
+
+
+def test_a_deleted_sqlite_file_is_reopened_and_nothing_is_written_into_the_void(tmp_path):
+    """Item 3: `rm` of the file, -wal and -shm under the writer: it wrote on into the unlinked inode."""
+    path = tmp_path / "history.sqlite3"
+    store = open_store(sqlite_url(path), create=True)
+    store.migrate()
+    writer = BatchWriter(store, WriterSettings(flush_s=0.05, batch_rows=10))
+    writer.start()
+    try:
+        write_windows(writer, "rm", range(5))
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        write_windows(writer, "rm", range(5, 12))
+    finally:
+        writer.stop()
+        store.close()
+    assert writer.error is None and writer.counts.reopened == 1
+    reader = open_store(sqlite_url(path))
+    try:
+        reader.check_schema()
+        assert [r[0] for r in reader.query("SELECT seq FROM windows ORDER BY seq")] == list(range(5, 12))
+    finally:
+        reader.close()
+
+
+def test_a_replayed_old_message_is_ignored_not_a_new_session(store):
+    """Item 8: a replay opened a session and then stored an invented gap."""
+    live = [emotion("r", s, T0 + s) for s in range(6)]
+    recorder = record(store, [*live[:4], live[1], status("r", 0, T0 - 5), live[3], *live[4:]])
+    assert recorder.counts.replayed == 2 and recorder.counts.sessions == 1
+    assert store.query("SELECT COUNT(*) FROM sessions")[0][0] == 1
+    assert store.query("SELECT COUNT(*) FROM gaps")[0][0] == 0
+    assert [r[0] for r in store.query("SELECT seq FROM windows ORDER BY seq")] == list(range(6))
+
+
+def test_the_tracker_keeps_the_most_recently_heard_devices_only():
+    """Item 5: every device ever seen was kept (103,040 invented ids: 42 -> 138 MiB)."""
+    from serd.record.rows import Tracker
+
+    tracker = Tracker(max_devices=3)
+    for i, device in enumerate(["a", "b", "c", "a", "d", "e"]):
+        assert tracker.place(device, EMOTION, i, T0 + i) is not None
+    assert list(tracker.devices) == ["a", "d", "e"] and tracker.forgotten == 2
+    # a forgotten device that speaks again is a new session, not a gap from what it said before
+    placed = tracker.place("b", EMOTION, 9, T0 + 9)
+    assert placed.sessions and not placed.gaps and list(tracker.devices) == ["d", "e", "b"]
+
+
+def test_a_restarted_recorder_reads_back_at_most_max_devices(store):
+    record(store, [emotion(f"room-{i}", 0, T0 + i) for i in range(5)])
+    tracker = load_tracker(store, max_devices=2)
+    assert list(tracker.devices) == ["room-3", "room-4"]
+    assert tracker.devices["room-4"].positions[EMOTION].seq == 0

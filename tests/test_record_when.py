@@ -44,3 +44,15 @@ def test_local_midnight_is_idempotent_and_local():
     midnight = local_midnight(NOW)
     assert local_midnight(midnight) == midnight
     assert dt.datetime.fromtimestamp(midnight).hour == 0
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("10000000000000000000000000000000s", "at most 36500 days"),  # 1e31 s overflowed SQLite's integers (issue 19)
+    ("36501d", "at most 36500 days"),
+    ("0001-01-01T00:00:00+14:00", "out of range"),
+    ("9999-12-31T23:59:59-14:00", "out of range"),
+])
+def test_times_beyond_what_later_steps_can_hold_are_refused(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_when(text, NOW)
+    assert parse_when("36500d", NOW) == pytest.approx(NOW - 36500 * 86400)

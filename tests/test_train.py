@@ -44,14 +44,16 @@ def smoke_run(ravdess_root: Path, tmp_path_factory) -> Path:
 @needs_tensorflow
 def test_smoke_train_exports_models_with_sidecars(smoke_run: Path):
     results = json.loads((smoke_run / "results.json").read_text())["fold1"]
-    assert results["test_actors"] == [1] and results["n_test"] == 60
-    assert set(results["val_actors"]).isdisjoint({1}) and results["n_train"] + results["n_val"] + results["n_test"] == 180
+    # The default label set is emotion5: each actor's 8 disgust clips are left out (60 - 8 = 52 per actor).
+    assert results["test_actors"] == [1] and results["n_test"] == 52
+    assert set(results["val_actors"]).isdisjoint({1}) and results["n_train"] + results["n_val"] + results["n_test"] == 156
     for kind in ("float", "int8"):
         scores = results[kind]
-        assert 0.0 <= scores["uar"] <= 1.0 and len(scores["predicted"]) == 60
-        assert np.array(scores["confusion"]).sum() == 60
+        assert 0.0 <= scores["uar"] <= 1.0 and len(scores["predicted"]) == 52
+        assert np.array(scores["confusion"]).sum() == 52
     assert set(results["int8"]["noisy"]) >= {"pink_20dB", "babble_5dB", "quiet_-20dB"}
-    sidecar = json.loads((smoke_run / "fold1-serd_cnn-emotion6-int8.json").read_text())
+    sidecar = json.loads((smoke_run / "fold1-serd_cnn-emotion5-int8.json").read_text())
+    assert "disgust" not in sidecar["labels"]
     assert sidecar["licence"] == "CC BY-NC-SA 4.0" and "RAVDESS" in sidecar["attribution"]
     assert sidecar["input"]["dtype"] == sidecar["output"]["dtype"] == "int8"
     # truly full-int8: no float op behind QUANTIZE/DEQUANTIZE pairs
@@ -65,7 +67,7 @@ def test_evaluate_scores_the_exported_model_through_the_runtime(smoke_run: Path,
     folder.mkdir(parents=True)
     for clip in sorted((ravdess_root / "Actor_01").glob("*.flac"))[:12]:
         (folder / clip.name).symlink_to(clip)
-    model = smoke_run / "fold1-serd_cnn-emotion6-int8.tflite"
+    model = smoke_run / "fold1-serd_cnn-emotion5-int8.tflite"
     done = serd("evaluate", model, folder.parent, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)
@@ -239,9 +241,11 @@ def test_ablation_reference_run_is_cut_to_the_ablated_folds(tmp_path: Path):
 @pytest.mark.slow
 def test_smoke_multi_corpus_train_scores_each_corpus_on_its_own_classes(ravdess_root: Path, nemo_fixtures: Path,
                                                                        tmp_path: Path):
-    """RAVDESS (2 actors) + nEMO (the 2 fixture speakers), speaker-disjoint fold 1 of 2, 1 epoch, exported and scored."""
+    """RAVDESS (2 actors) + nEMO (the 2 fixture speakers), speaker-disjoint fold 1 of 2, 1 epoch, exported and scored.
+
+    emotion6, so that disgust (a class only RAVDESS has) is masked out of nEMO's scores."""
     done = serd("train", "--data", f"ravdess={ravdess_root}", "--actors", "1,2", "--data", f"nemo={nemo_fixtures}",
-                "--folds", "2", "--only-folds", "1", "--epochs", "1", "--val-per-corpus", "0", "--out", tmp_path, cwd=tmp_path)
+                "--label-set", "emotion6", "--folds", "2", "--only-folds", "1", "--epochs", "1", "--val-per-corpus", "0", "--out", tmp_path, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "results.json").read_text())["fold1"]
     assert result["test_actors"] == ["ravdess/01", "nemo/EB0"]
@@ -271,4 +275,5 @@ def test_calibration_across_folds_of_two_corpora_scores_every_clip_once(ravdess_
     assert set(report["folds"]) == {"fold1", "fold2"}
     assert set(report["pooled_ece_by_corpus"]) == {"ravdess", "nemo"}
     assert 0 <= report["pooled_ece"] <= 1 and report["temperature_all_folds"] > 0
-    assert "fold1: scoring 65 test clips" in calibrated.stderr  # actor 1 (60) + nEMO speaker EB0 (5)
+    # actor 1 (60 clips, 8 of them disgust, left out by the default emotion5) + nEMO speaker EB0 (5)
+    assert "fold1: scoring 57 test clips" in calibrated.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import os
@@ -11,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from serd.config import EX_INTERRUPTED
+from serd.config import DEFAULT_MODEL, EX_INTERRUPTED
 from serd.dashboard.server import (
     MAX_UPLOAD_BYTES,
     MB,
@@ -48,7 +49,10 @@ def add_parser(subparsers) -> None:
                    help="read the access token from the first line of FILE (keep it mode 600)")
     p.add_argument("--allow-insecure", action="store_true",
                    help="serve a non-loopback address without a token (anyone who can reach it sees the page)")
-    p.add_argument("--model", default="serd-emotion6-int8",
+    p.add_argument("--trusted-proxy", default=None, metavar="ADDR",
+                   help="IP address of a reverse proxy in front (e.g. 127.0.0.1): wrong tokens that come through it "
+                        "are throttled per client by the last X-Forwarded-For entry, which that proxy adds")
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="model for the upload panel: name or .tflite path (default %(default)s)")
     p.add_argument("--server-key", type=Path, default=None, help="CURVE: the publisher's public key file")
     p.add_argument("--client-key", type=Path, default=None, help="CURVE: this client's secret key file")
@@ -82,6 +86,11 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
                         ("--max-upload-mb", args.max_upload_mb)):
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a finite number > 0, got {value}")
+    if args.trusted_proxy is not None:
+        try:
+            ipaddress.ip_address(args.trusted_proxy)
+        except ValueError:
+            raise ValueError(f"--trusted-proxy {args.trusted_proxy!r}: expected an IP address, e.g. 127.0.0.1") from None
     if args.token is not None:
         token = args.token
     elif args.token_file is not None:
@@ -94,6 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
         port=port,
         token=token or None,
         allow_insecure=args.allow_insecure,
+        trusted_proxy=args.trusted_proxy,
         model=args.model,
         server_key=args.server_key,
         client_key=args.client_key,

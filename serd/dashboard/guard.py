@@ -9,8 +9,15 @@ Here:
   its headers (a slow client competes with itself, a real browser's request gets in);
   if none is, the new one is closed at once, before it costs a thread.
 - `DeadlineReader`: reads against a total deadline (headers, then body), not per `recv`.
-- `GuessThrottle`: a client address that presents wrong tokens `MAX_BAD_TOKENS` times
-  within `BAD_TOKEN_WINDOW_S` is answered 429 without checking, until the window passes.
+- `GuessThrottle`: a client that presents wrong tokens `MAX_BAD_TOKENS` times within
+  `BAD_TOKEN_WINDOW_S` has its further wrong tokens answered 429 until the window passes.
+  It throttles failures only: a right token or a valid cookie always gets in, so that a
+  guesser behind the same NAT or proxy cannot lock the owner out (guessing itself is
+  stopped by the token's length). A wrong cookie is never a guess: it carries an HMAC,
+  not the token, and a stale one (expired, or made with a token since changed) is what
+  the owner's browser sends.
+- `client_key`: the address the throttle counts: the peer, or behind a trusted proxy the
+  last X-Forwarded-For entry (the one that proxy added).
 - `session_cookie` / `cookie_ok`: the cookie carries an issue time and an HMAC made with the
   token, not the token itself, and expires after `COOKIE_MAX_AGE_S`.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import ipaddress
 import socket
 import threading
 import time
@@ -69,9 +77,12 @@ class DeadlineReader(io.RawIOBase):
 class ConnectionGuard:
     """Open connections by socket: the client's address, since when, whether still in its headers."""
 
-    def __init__(self, max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_PER_CLIENT) -> None:
+    def __init__(self, max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_PER_CLIENT,
+                 trusted_proxy: str | None = None) -> None:
         self.max_connections = max_connections
         self.max_per_client = max_per_client
+        self.trusted_proxy = trusted_proxy
+        """Every client behind it shares its address: only the total cap applies to it."""
         self._lock = threading.Lock()
         self._open: dict[socket.socket, list] = {}  # sock -> [address, since, in_headers, evicted]
         self.refused = 0
@@ -86,7 +97,8 @@ class ConnectionGuard:
                 victim = None  # evicted threads still ending: no room for more churn
             elif len(live) >= self.max_connections:
                 victim = self._oldest_in_headers(live)
-            elif len(mine) >= self.max_per_client:
+            elif len(mine) >= self.max_per_client and not (
+                    self.trusted_proxy is not None and _same_address(address, self.trusted_proxy)):
                 victim = self._oldest_in_headers(mine)
             else:
                 victim = False
@@ -148,7 +160,8 @@ class GuessThrottle:
             entry = self._failures.get(address)
             return entry is not None and time.monotonic() - entry[0] < self.window_s and entry[1] >= self.limit
 
-    def failed(self, address: str) -> None:
+    def failed(self, address: str) -> bool:
+        """Count a wrong token; True when this one reaches the limit (the client is throttled from now)."""
         now = time.monotonic()
         with self._lock:
             entry = self._failures.get(address)
@@ -158,9 +171,32 @@ class GuessThrottle:
                     if len(self._failures) >= MAX_THROTTLED_CLIENTS:  # all current: forget the oldest half
                         keep = sorted(self._failures.items(), key=lambda item: item[1][0])[MAX_THROTTLED_CLIENTS // 2:]
                         self._failures = dict(keep)
-                self._failures[address] = [now, 1]
-            else:
-                entry[1] += 1
+                self._failures[address] = entry = [now, 0]
+            entry[1] += 1
+            return entry[1] == self.limit
+
+
+def client_key(peer: str, forwarded_for: list[str], trusted_proxy: str | None) -> str:
+    """Whom to throttle: the peer address, unless the peer is the trusted proxy.
+
+    Then the last X-Forwarded-For entry: the address the proxy itself saw and appended (entries
+    before it come from the client and may be forged). A missing or unreadable one counts as
+    the proxy's own address, so such requests share one budget rather than escape it.
+    """
+    if trusted_proxy is None or not forwarded_for or not _same_address(peer, trusted_proxy):
+        return peer
+    last = forwarded_for[-1].split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.removeprefix("::ffff:")) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
 
 
 def _cookie_mac(token: str, issued: int) -> str:

@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import Any
 
 from serd.dashboard.settings import DashboardError
+from serd.messages import MAX_DEVICE_CHARS
 from serd.record import queries
 from serd.record.store import Store, StoreError, open_store
 from serd.record.when import EVERY, local_midnight
@@ -35,7 +36,6 @@ MAX_STEPS = 7 * 24 * 60 + 60
 built in memory, so its size is bounded (a few MB), whatever the request."""
 MAX_GAPS = 1000
 """Gaps listed in one answer at most (`gaps_truncated` says when there were more)."""
-MAX_DEVICE_CHARS = 64
 DAY_S = 86400
 
 
@@ -106,8 +106,7 @@ class History:
         if every not in ("1m", "1h"):
             raise HistoryError(f"every: expected 1m or 1h, got {every!r}")
         if "day" in params:
-            since = _day(params["day"])
-            until = local_midnight(since + DAY_S + 3 * 3600)  # the next midnight, across a DST change too
+            since, until = _day(params["day"])
         else:
             days = _days(params.get("days", "7"))
             until = local_midnight(now) + DAY_S
@@ -151,11 +150,13 @@ def _device(value: str | None) -> str:
     return value
 
 
-def _day(value: str) -> float:
+def _day(value: str) -> tuple[float, float]:
+    """The local day's start and end (the next midnight, across a DST change too)."""
     try:
-        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time()).astimezone().timestamp()
-    except ValueError:
-        raise HistoryError(f"day: expected YYYY-MM-DD, got {value[:20]!r}") from None
+        since = dt.datetime.combine(dt.date.fromisoformat(value), dt.time()).astimezone().timestamp()
+        return since, local_midnight(since + DAY_S + 3 * 3600)
+    except (ValueError, OverflowError, OSError):  # 9999-12-31 has no next midnight: "year 10000 is out of range"
+        raise HistoryError(f"day: expected a date YYYY-MM-DD from 1970-01-01 to 9999-12-30, got {value[:20]!r}") from None
 
 
 def _days(value: str) -> int:

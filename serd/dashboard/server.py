@@ -47,6 +47,7 @@ from serd.dashboard.guard import (
     ConnectionGuard,
     DeadlineReader,
     GuessThrottle,
+    client_key,
     cookie_ok,
     session_cookie,
 )
@@ -208,17 +209,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send_json(status, {"error": message}, headers)
 
     # -- access ------------------------------------------------------------------------------
-    def _credentials_ok(self) -> bool | None:
-        """True/False for a bearer token or session cookie that is right/wrong; None if none was sent."""
+    def _presented(self, url: urllib.parse.SplitResult) -> dict[str, str]:
+        """The credentials that came, by kind: a `bearer` or `query` token, a `cookie`."""
+        found = {}
         auth = self.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
-            return self._token_ok(auth[7:].strip())
+            found["bearer"] = auth[7:].strip()
+        query = urllib.parse.parse_qs(url.query)
+        if self.command == "GET" and "token" in query:
+            found["query"] = query["token"][-1]
         try:
-            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            morsel = SimpleCookie(self.headers.get("Cookie", "")).get(TOKEN_COOKIE)
         except CookieError:
-            return False
-        morsel = cookie.get(TOKEN_COOKIE)
-        return cookie_ok(self.dashboard.settings.token, morsel.value) if morsel else None
+            morsel = None
+        if morsel:
+            found["cookie"] = morsel.value
+        return found
 
     def _token_ok(self, presented: str | None) -> bool:
         expected = self.dashboard.settings.token
@@ -238,40 +244,50 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return is_loopback_host(name)
 
     def _authorize(self, url: urllib.parse.SplitResult) -> bool:
-        """True if the request may proceed; otherwise an answer (401/403/redirect) was sent."""
+        """True if the request may proceed; otherwise an answer (401/403/429/redirect) was sent.
+
+        A right token or a valid cookie always gets in, also from a throttled client (see
+        serd.dashboard.guard); only wrong tokens are counted, and answered 429 once there were too many.
+        """
         if not self._host_ok():
             self._send_error_json(HTTPStatus.FORBIDDEN, "unexpected Host header; open the dashboard via 127.0.0.1")
             return False
         token = self.dashboard.settings.token
         if not token:
             return True
-        client = self.client_address[0]
-        if self.server.throttle.blocked(client):
-            self.close_connection = True
-            self._send_error_json(HTTPStatus.TOO_MANY_REQUESTS, "too many wrong tokens; try again in a minute",
-                                  {"Retry-After": "60"})
+        presented = self._presented(url)
+        if "query" in presented and self._token_ok(presented["query"]):
+            # Swap the token in the address bar for a cookie the page's scripts cannot read, which
+            # carries proof of the token (not the token) and expires.
+            query = urllib.parse.parse_qs(url.query)
+            rest = urllib.parse.urlencode([(k, v) for k, vs in query.items() if k != "token" for v in vs])
+            location = url.path + (f"?{rest}" if rest else "")
+            cookie = (f"{TOKEN_COOKIE}={session_cookie(token)}; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; "
+                      "SameSite=Strict; Path=/")
+            self._send_bytes(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": location, "Set-Cookie": cookie})
             return False
-        query = urllib.parse.parse_qs(url.query)
-        if self.command == "GET" and "token" in query:
-            if self._token_ok(query["token"][-1]):
-                # Swap the token in the address bar for a cookie the page's scripts cannot read, which
-                # carries proof of the token (not the token) and expires.
-                rest = urllib.parse.urlencode([(k, v) for k, vs in query.items() if k != "token" for v in vs])
-                location = url.path + (f"?{rest}" if rest else "")
-                cookie = (f"{TOKEN_COOKIE}={session_cookie(token)}; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; "
-                          "SameSite=Strict; Path=/")
-                self._send_bytes(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": location, "Set-Cookie": cookie})
+        if ("bearer" in presented and self._token_ok(presented["bearer"])
+                or "cookie" in presented and cookie_ok(token, presented["cookie"])):
+            return True
+        if "bearer" in presented or "query" in presented:  # a wrong token: a guess
+            client = client_key(self.client_address[0], self.headers.get_all("X-Forwarded-For") or [],
+                                self.dashboard.settings.trusted_proxy)
+            throttle = self.server.throttle
+            if throttle.blocked(client):
+                self.close_connection = True
+                self._send_error_json(HTTPStatus.TOO_MANY_REQUESTS, "too many wrong tokens; try again in a minute",
+                                      {"Retry-After": str(int(throttle.window_s))})
                 return False
-            self.server.throttle.failed(client)
-        else:
-            verdict = self._credentials_ok()
-            if verdict:
-                return True
-            if verdict is False:
-                self.server.throttle.failed(client)
+            if throttle.failed(client):
+                _LOGGER.warning("%d wrong access tokens from %s within %.0f s: its wrong tokens are answered 429 "
+                                "for the rest of that time", throttle.limit, client, throttle.window_s)
+        # A wrong cookie is not a guess (it holds an HMAC, not the token): most likely an expired one, or one
+        # made with a token since changed. Not counted.
+        what = ("the session cookie has expired or the token changed" if set(presented) == {"cookie"}
+                else "access token required")
         self._send_error_json(
             HTTPStatus.UNAUTHORIZED,
-            "access token required: open the dashboard once as /?token=TOKEN, or send Authorization: Bearer TOKEN",
+            f"{what}: open the dashboard once as /?token=TOKEN, or send Authorization: Bearer TOKEN",
             {"WWW-Authenticate": 'Bearer realm="serd dashboard"'},
         )
         return False
@@ -508,7 +524,7 @@ class Dashboard:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise DashboardError(f"cannot listen on {self.settings.host}:{self.settings.port}: {reason}") from None
         self._httpd.dashboard = self
-        self._httpd.guard = ConnectionGuard()
+        self._httpd.guard = ConnectionGuard(trusted_proxy=self.settings.trusted_proxy)
         self._httpd.throttle = GuessThrottle()
         try:
             self.reader.start_and_wait()

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serd.config import DEFAULT_MODEL
 from serd.dashboard.state import HISTORY_S, STALE_AFTER_S
 from serd.vad import DEFAULT_THRESHOLD, DEFAULT_VAD
 
@@ -28,7 +29,10 @@ class DashboardSettings:
     token: str | None = None
     """Access token; required when `host` is not loopback (unless `allow_insecure`)."""
     allow_insecure: bool = False
-    model: str = "serd-emotion6-int8"
+    trusted_proxy: str | None = None
+    """Address of a reverse proxy in front (e.g. 127.0.0.1): requests from it are throttled by the last
+    X-Forwarded-For entry, the client address it added. None: by the peer address (X-Forwarded-For ignored)."""
+    model: str = DEFAULT_MODEL
     """Model for the upload panel: a name in the models directory or a .tflite path."""
     server_key: Path | None = None
     client_key: Path | None = None

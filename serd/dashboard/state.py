@@ -145,6 +145,8 @@ class DashboardState:
         self._subscriptions: set[Subscription] = set()
         self.messages = 0
         self.malformed = 0
+        self.dropped_connections = 0
+        """Publisher connections ZeroMQ dropped for good (a frame over the size limit) and the reader re-made."""
         self._points_total = 0
 
     # -- writer side (the ZeroMQ thread) ---------------------------------------------------
@@ -236,6 +238,7 @@ class DashboardState:
             "info": self.info,
             "messages": self.messages,
             "malformed": self.malformed,
+            "dropped_connections": self.dropped_connections,
             "devices": [
                 {**d.summary(now), "points": list(d.points)} for d in sorted(self._devices.values(), key=lambda d: d.name)
             ],

@@ -43,32 +43,31 @@ class StreamReader(threading.Thread):
     def run(self) -> None:
         import zmq
 
-        from serd.listen import connect
+        from serd.subscriber import Subscriber
 
         try:
-            sub = connect(list(self.settings.connect), [EMOTION_PREFIX, STATUS_PREFIX],
-                          self.settings.server_key, self.settings.client_key)
+            sub = Subscriber(list(self.settings.connect), [EMOTION_PREFIX, STATUS_PREFIX],
+                             self.settings.server_key, self.settings.client_key)
         except (ValueError, OSError, zmq.ZMQError) as exc:
             self.error = f"cannot subscribe to {', '.join(self.settings.connect)}: {exc}"
             self._connected.set()
             return
         self._connected.set()
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
         try:
             while not self._stop_requested.is_set():
-                if poller.poll(ZMQ_POLL_MS):
+                if sub.poll(ZMQ_POLL_MS):
                     for _ in range(ZMQ_BATCH):
                         try:
                             frames = sub.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
                         self._handle(frames)
+                self.state.dropped_connections = sub.dropped
                 self.state.check_stale()
         except zmq.ZMQError as exc:  # the context was terminated under us: nothing more to read
             _LOGGER.error("ZeroMQ subscriber stopped: %s", exc)
         finally:
-            sub.close(linger=0)
+            sub.close()
 
     def _handle(self, frames: list[bytes]) -> None:
         try:

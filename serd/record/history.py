@@ -195,7 +195,9 @@ def _print(rows: Iterable[dict[str, Any]], labels: list[str], fields: tuple[str,
         else:
             top = f"{row['label']}" if row["label"] else "(no speech)"
             arousal = f"  arousal {row['arousal']:.2f}" if row["arousal"] is not None else ""
-            print(f"{row['device']:<16} {when}  speech {row['speech_fraction']:6.1%}  {top:<10} "
-                  f"level {row['level_dbfs']:.0f} dBFS{arousal}")
+            # None: a sum an older serd let overflow (queries.aggregates), shown as unknown
+            speech = "     ?" if row["speech_fraction"] is None else f"{row['speech_fraction']:6.1%}"
+            level = "?" if row["level_dbfs"] is None else f"{row['level_dbfs']:.0f}"
+            print(f"{row['device']:<16} {when}  speech {speech}  {top:<10} level {level} dBFS{arousal}")
     if not printed:
         print("no history in that range (serd history --since 7d, or check --db)", file=sys.stderr)

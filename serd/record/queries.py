@@ -4,6 +4,7 @@ rooms. Aggregates are summed in SQL from the per-minute tables and turned into m
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
@@ -114,17 +115,27 @@ def iter_aggregates(store: Store, span: Range, every_s: int) -> Iterator[dict[st
 
 def _step(key: tuple[str, int], bucket: list, every_s: int, offset: int) -> dict[str, Any]:
     (device, b), (n, speech, recorded_s, speech_s, level_sum, arousal_sum, arousal_n, label_sums) = key, bucket
-    probs = {label: round(total / speech, 5) for label, total in label_sums.items()} if speech else None
+    probs = {label: _ratio(total, speech, 5) for label, total in label_sums.items()} if speech else None
+    probs = {label: p for label, p in probs.items() if p is not None} if probs else None
     return {
         "device": device,
         "start": b * every_s - offset,
-        "recorded_s": round(recorded_s, 1),
-        "speech_s": round(speech_s, 1),
-        "speech_fraction": round(speech_s / recorded_s if recorded_s else speech / n, 4),
+        "recorded_s": _ratio(recorded_s, 1, 1),
+        "speech_s": _ratio(speech_s, 1, 1),
+        "speech_fraction": _ratio(speech_s, recorded_s, 4) if recorded_s else _ratio(speech, n, 4),
         "windows": n,
         "speech_windows": speech,
-        "level_dbfs": round(level_sum / n, 2),
-        "arousal": round(arousal_sum / arousal_n, 4) if arousal_n else None,
+        "level_dbfs": _ratio(level_sum, n, 2),
+        "arousal": _ratio(arousal_sum, arousal_n, 4),
         "probs": probs or None,
         "label": max(probs, key=probs.__getitem__) if probs else None,
     }
+
+
+def _ratio(total: float, count: float, digits: int) -> float | None:
+    """total / count rounded; None when there is none or it is not finite (a sum an older serd let
+    overflow: decode bounds every value since issue 19, but a stored infinity stays)."""
+    if not count:
+        return None
+    value = total / count
+    return round(value, digits) if math.isfinite(value) else None

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from serd.config import EX_INTERRUPTED
 from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, EmotionMessage, MessageError, decode
@@ -37,7 +37,8 @@ class RecorderCounts:
     gaps: int = 0
     missing: int = 0
     sessions: int = 0
-    devices: set[str] = field(default_factory=set)
+    replayed: int = 0
+    """Messages whose seq and time went back for their device: ignored."""
 
 
 class Recorder:
@@ -55,6 +56,8 @@ class Recorder:
         self.tracker: Tracker = load_tracker(store)
         self._stop = threading.Event()
         self.interrupted = False
+        self._sub = None
+        """The Subscriber while running (it counts the connections ZeroMQ dropped and it repaired)."""
 
     def request_stop(self, signum: int | None = None, _frame=None) -> None:
         # Ctrl-C: a clean stop all the same, but the exit code says it was interrupted (as every serd command).
@@ -71,35 +74,39 @@ class Recorder:
             log("skipped a malformed message (%s)", exc)
             return
         self.counts.received += 1
-        self.counts.devices.add(message.device)
         topic = EMOTION if isinstance(message, EmotionMessage) else STATUS
-        session, sessions, gaps = self.tracker.place(message.device, topic, message.seq, message.time)
-        for row in sessions:
+        placed = self.tracker.place(message.device, topic, message.seq, message.time)
+        if placed is None:
+            self.counts.replayed += 1
+            log = _LOGGER.warning if self.counts.replayed == 1 else _LOGGER.debug
+            log("%s: ignored a %s message whose seq and time went back (seq %d): a replay or a duplicate",
+                message.device, topic, message.seq)
+            return
+        for row in placed.sessions:
             self.counts.sessions += 1
             self.writer.offer("sessions", row)
-        for row in gaps:
+        for row in placed.gaps:
             self.counts.gaps += 1
             self.counts.missing += row[5]
             self.writer.offer("gaps", row)
-        row = window_row(message, session) if topic == EMOTION else status_row(message, session)
-        self.writer.offer("windows" if topic == EMOTION else "statuses", row, message.device, topic, session,
+        row = window_row(message, placed.session) if topic == EMOTION else status_row(message, placed.session)
+        self.writer.offer("windows" if topic == EMOTION else "statuses", row, message.device, topic, placed.session,
                           message.seq, message.time)
 
     def summary(self) -> str:
         c, w = self.counts, self.writer.counts
-        return (f"{len(c.devices)} rooms, received {c.received}, written {w.written}, queued {self.writer.queued}, "
-                f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}")
+        return (f"{len(self.tracker)} rooms, received {c.received}, written {w.written}, queued {self.writer.queued}, "
+                f"dropped {w.dropped}, lost on the way {c.missing} in {c.gaps} gaps, malformed {c.malformed}, "
+                f"replayed {c.replayed}, refused by the database {sum(w.refused.values())}, "
+                f"connections dropped by ZeroMQ {self._sub.dropped if self._sub else 0}")
 
     def run(self) -> int:
         """Until SIGTERM (0), SIGINT (130) or a database that cannot be written (1)."""
         import zmq
 
-        from serd.listen import connect
+        from serd.subscriber import Subscriber
 
-        # connect() sets ZMQ_MAXMSGSIZE (messages.MAX_MESSAGE_BYTES) on every serd SUB socket
-        sub = connect(self.endpoints, [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
+        sub = self._sub = Subscriber(self.endpoints, [EMOTION_PREFIX, STATUS_PREFIX], self.server_key, self.client_key)
         self.writer.start()
         self.notifier.ready("recording")
         _LOGGER.info("recording %s into %s", ", ".join(self.endpoints), describe_url(self.store.url))
@@ -108,7 +115,7 @@ class Recorder:
         next_ping = 0.0
         try:
             while not self._stop.is_set() and self.writer.error is None and self.writer.is_alive():
-                if poller.poll(POLL_MS):
+                if sub.poll(POLL_MS):
                     for _ in range(RECV_BATCH):
                         try:
                             frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -123,7 +130,7 @@ class Recorder:
                     _LOGGER.info("%s", self.summary())
                     self.notifier.status(self.summary())
         finally:
-            sub.close(linger=0)
+            sub.close()
             self.notifier.stopping()
             self.writer.stop()
             _LOGGER.info("stopped: %s", self.summary())

@@ -6,6 +6,7 @@ Only fields the daemons publish are kept (no audio, no features): the privacy pr
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,47 +43,103 @@ def status_row(m: StatusMessage, session: int) -> tuple:
             m.overruns, m.dropped, m.cpu_percent, m.rss_mb, m.detail, m.version)
 
 
+MAX_TRACKED_DEVICES = 1024
+"""Devices whose session and last `seq` the recorder holds in memory (a few hundred bytes each). Beyond
+this the least recently heard one is forgotten: its rows are in the database, and if it speaks again its
+messages open a new session. Like the dashboard's `MAX_DEVICES` (256), higher because one recorder may
+keep a whole school; it also bounds what a restarted recorder reads back (`writes.load_tracker`)."""
+
+
 @dataclass
 class Position:
-    """Where one device's topic stands: its session and the last seq seen."""
+    """Where one device's topic stands: its session, and the seq and time of its last message."""
 
     session: int
     seq: int
+    time: float
 
 
 @dataclass
+class Track:
+    """One device: its current session and where each topic stands."""
+
+    session: int
+    positions: dict[str, Position] = field(default_factory=dict)
+
+
+@dataclass
+class Placement:
+    """Where a message goes: its session, and the session and gap rows it opens."""
+
+    session: int
+    sessions: list[tuple] = field(default_factory=list)
+    gaps: list[tuple] = field(default_factory=list)
+
+
 class Tracker:
     """Per device and topic: which session a message belongs to, and the gaps before it.
 
-    `seq` going back (to 0 after a daemon restart) on either topic starts a new session,
-    which the other topic then joins when its own seq goes back; a jump forward is a gap
-    of that many messages. Seeded from the database, so a recorder restart continues
-    the sessions it had (and counts what it missed while down as gaps).
+    `seq` going back (to 0 after a daemon restart) while time goes on, on either topic, starts a
+    new session, which the other topic then joins when its own seq goes back; a jump forward is
+    a gap of that many messages. A message whose seq *and* time both go back is an old message
+    replayed (or a duplicate): it is refused (`place` returns None) rather than taken for a
+    restart, which would open a session and then record an invented gap. Seeded from the
+    database, so a recorder restart continues the sessions it had (and counts what it missed
+    while down as gaps). Holds at most `max_devices` devices, the most recently heard.
     """
 
-    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-    sessions: dict[str, int] = field(default_factory=dict)
+    def __init__(self, max_devices: int = MAX_TRACKED_DEVICES) -> None:
+        self.max_devices = max_devices
+        self.devices: OrderedDict[str, Track] = OrderedDict()
+        self.forgotten = 0
+        """Devices dropped from memory to stay within `max_devices`."""
 
-    def place(self, device: str, topic: str, seq: int, time: float) -> tuple[int, list[tuple], list[tuple]]:
-        """(session, new session rows, gap rows) for a message."""
-        key = (device, topic)
-        last = self.positions.get(key)
-        new_sessions: list[tuple] = []
-        gaps: list[tuple] = []
-        session = self.sessions.get(device)
-        restarted = last is not None and seq <= last.seq
-        if session is None or (restarted and last.session == session):
-            session = self._new_session(device, time, seq)
-            new_sessions.append((device, session, time, seq))
-        elif last is not None and last.session == session and seq > last.seq + 1:
-            gaps.append((device, session, topic, LOST, last.seq, seq - last.seq - 1, time))
-        self.positions[key] = Position(session, seq)
-        return session, new_sessions, gaps
+    def __len__(self) -> int:
+        return len(self.devices)
 
-    def _new_session(self, device: str, time: float, seq: int) -> int:
+    @property
+    def sessions(self) -> dict[str, int]:
+        return {device: track.session for device, track in self.devices.items()}
+
+    def seed(self, device: str, session: int, topic: str | None = None, seq: int = 0, time: float = 0.0) -> None:
+        """What the database says (a recorder restart): the device's session and a topic's last message."""
+        track = self._hear(device, session)
+        if topic is not None:
+            track.positions[topic] = Position(session, seq, time)
+
+    def place(self, device: str, topic: str, seq: int, time: float) -> Placement | None:
+        """Where a message goes; None for a replayed one (seq and time both went back)."""
+        track = self.devices.get(device)
+        last = track.positions.get(topic) if track is not None else None
+        if last is not None and seq <= last.seq and time <= last.time:
+            return None
+        if track is None or (last is not None and seq <= last.seq and last.session == track.session):
+            session = self._new_session(track, time)
+            track = self._hear(device, session)
+            placement = Placement(session, sessions=[(device, session, time, seq)])
+        else:
+            self.devices.move_to_end(device)
+            placement = Placement(track.session)
+            if last is not None and last.session == track.session and seq > last.seq + 1:
+                placement.gaps.append((device, track.session, topic, LOST, last.seq, seq - last.seq - 1, time))
+        track.positions[topic] = Position(track.session, seq, time)
+        return placement
+
+    def _hear(self, device: str, session: int) -> Track:
+        track = self.devices.get(device)
+        if track is None:
+            track = self.devices[device] = Track(session)
+            while len(self.devices) > self.max_devices:
+                self.devices.popitem(last=False)
+                self.forgotten += 1
+        else:
+            track.session = session
+            self.devices.move_to_end(device)
+        return track
+
+    @staticmethod
+    def _new_session(track: Track | None, time: float) -> int:
         session = int(round(time * 1000))
-        previous = self.sessions.get(device)
-        if previous is not None and session <= previous:
-            session = previous + 1  # a clock that stepped back must not merge two sessions
-        self.sessions[device] = session
+        if track is not None and session <= track.session:
+            session = track.session + 1  # a clock that stepped back must not merge two sessions
         return session

@@ -34,11 +34,14 @@ PG_MIGRATION_LOCK = 0x5E7D
 
 
 class StoreError(RuntimeError):
-    """A database failure, in one line. `transient`: retrying later may succeed."""
+    """A database failure, in one line. `transient`: retrying later may succeed; `refused`: the
+    database would not take a value in a row (a constraint, a number out of its range), so the
+    same statement without that row may succeed."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, refused: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.refused = refused
 
 
 def default_state_dir() -> Path:
@@ -213,6 +216,11 @@ class Store(abc.ABC):
     def _lock_for_migration(self) -> None:
         pass
 
+    def reopen_if_replaced(self) -> bool:
+        """Before a write: if the database behind the URL is no longer the one open (a deleted or
+        replaced file), open the one there now, with the schema; True if it did. Cheap (a stat)."""
+        return False
+
     def check_schema(self) -> None:
         """For readers: the database exists and this serd understands it (without changing it)."""
         found = self.schema_version()
@@ -230,14 +238,19 @@ class SqliteStore(Store):
     def __init__(self, url: str, path: Path, create: bool) -> None:
         super().__init__(url)
         self.path = path
-        if create:
+        self.create = create
+        self._connect()
+
+    def _connect(self) -> None:
+        path = self.path
+        if self.create:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"{path.parent}: cannot create the directory ({exc.strerror or exc})") from None
         elif not path.exists():
             raise StoreError(f"{path}: no such history database (run `serd record` first, or give --db)")
-        mode = "rwc" if create else "rw"
+        mode = "rwc" if self.create else "rw"
         try:
             # isolation_level=None: transactions are ours (BEGIN ... COMMIT), not the driver's guesses.
             # A file: URI (for mode=) with the path percent-escaped: a `?` or `#` in it is part of the name.
@@ -251,12 +264,28 @@ class SqliteStore(Store):
             if mode_set.lower() != "wal":
                 _LOGGER.warning("%s: journal mode is %s, not WAL", path, mode_set)
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._identity = _file_identity(path)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
     @property
     def identity(self) -> str:
         return str(self.path)
+
+    def reopen_if_replaced(self) -> bool:
+        # A deleted file stays writable through the open connection, and every row written into it
+        # is lost when it closes: `rm history.sqlite3*` under a running recorder was silent data loss.
+        if _file_identity(self.path) == self._identity:
+            return False
+        _LOGGER.warning("%s: the database file was deleted or replaced; writing to a new one there from now on "
+                        "(what the old file held is not in it)", self.path)
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+        self._connect()
+        self.migrate()
+        return True
 
     def _execute(self, sql, params=()):
         return self.conn.execute(sql, params)
@@ -284,13 +313,14 @@ class SqliteStore(Store):
     def _error(self, exc: Exception) -> StoreError:
         text = str(exc)
         transient = "locked" in text or "busy" in text
+        refused = isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError))
         if "readonly" in text or "read-only" in text:
             text = "the database is read-only (check the file's and directory's permissions)"
         elif "disk is full" in text or "disk I/O error" in text:
             text = f"{text}: free some space, or lower --keep-days"
         elif "unable to open" in text:
             text = "cannot open the database file (does the directory exist and is it writable?)"
-        return StoreError(f"{self.path}: {text}", transient=transient)
+        return StoreError(f"{self.path}: {text}", transient=transient, refused=refused)
 
     def close(self):
         self.conn.close()
@@ -349,10 +379,20 @@ class PostgresStore(Store):
         transient = isinstance(exc, (self._psycopg.OperationalError, errors.SerializationFailure,
                                      errors.DeadlockDetected, errors.LockNotAvailable)) and not isinstance(
             exc, (errors.DiskFull, errors.InsufficientPrivilege, errors.ReadOnlySqlTransaction))
-        return StoreError(f"{describe_url(self.url)}: {one_line(exc)}", transient=transient)
+        refused = isinstance(exc, (self._psycopg.DataError, self._psycopg.IntegrityError))
+        return StoreError(f"{describe_url(self.url)}: {one_line(exc)}", transient=transient, refused=refused)
 
     def close(self):
         self.conn.close()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def one_line(exc: Exception) -> str:

@@ -10,7 +10,11 @@ rows are dropped, counted, and recorded as a gap with reason "dropped" (never si
 a permanent failure (a full disk, a read-only file) it stops with `error` set. Whatever is
 not written when it stops (a stop during an outage, a permanent failure) goes to the journal;
 the next start replays it, oldest first. Only rows the journal could not take either are
-lost, and `lost` says how many. It also runs retention every `prune_every_s`.
+lost, and `lost` says how many. A row the database refuses (a constraint, a value beyond its
+range) is dropped and counted, and the rest of its batch written row by row: one bad row never
+stops the recorder (nor sits in the journal for ever). Before each commit it checks that the
+database file is still the one at its path (a deleted file would swallow every row). It also
+runs retention every `prune_every_s`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serd.record.journal import Journal, JournalError
 from serd.record.rows import DROPPED
@@ -42,7 +46,9 @@ SPILL_FRACTION = 0.5
 """During an outage, the queue moves to the journal once it is this full (the rest of the queue
 takes what arrives until the writer's next attempt)."""
 KINDS = ("sessions", "windows", "statuses", "gaps")
-"""A batch's tables in the order rows are journaled (a session before its windows)."""
+"""A batch's tables in the order rows are journaled and written one by one (a session before its windows)."""
+UNBINDABLE = (OverflowError, ValueError)
+"""What a driver raises for a value it cannot send at all (sqlite3: an integer over 64 bits)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,10 @@ class WriterCounts:
     dropped: int = 0
     batches: int = 0
     retries: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    """Rows the database refused, by kind (windows, statuses, sessions, gaps): dropped."""
+    reopened: int = 0
+    """Times the database file was found deleted or replaced, and a new one opened."""
 
 
 class BatchWriter(threading.Thread):
@@ -131,8 +141,7 @@ class BatchWriter(threading.Thread):
             if not batch:
                 self.journal.replayed()
                 continue
-            write_batch(self.store, batch, self._last_start, skip_written=True)
-            written += len(batch)
+            written += self._write(batch, skip_written=True)
         if written:
             _LOGGER.info("wrote %d rows kept in %s by an earlier run", written, self.journal.path)
         return written
@@ -170,7 +179,9 @@ class BatchWriter(threading.Thread):
                 self._wake.clear()
                 continue
             try:
-                write_batch(self.store, batch, self._last_start, skip_written=self._skip_written)
+                if self.store.reopen_if_replaced():
+                    self.counts.reopened += 1
+                self._write(batch, self._skip_written)
             except StoreError as exc:
                 if not exc.transient:
                     self.error = exc  # the recorder reports it, once, and exits 1
@@ -195,7 +206,6 @@ class BatchWriter(threading.Thread):
                                 time.monotonic() - self._failing_since, self._attempts, self.queued)
                 self._failing_since = None
             delay = RETRY_FIRST_S
-            self.counts.written += len(batch)
             self.counts.batches += 1
             self._batch = None
             self._skip_written = False
@@ -203,6 +213,51 @@ class BatchWriter(threading.Thread):
                 # Wait for the rest of this second's rows: one transaction per flush_s, not per row.
                 self._wake.wait(self.settings.flush_s)
                 self._wake.clear()
+
+    def _write(self, batch: Batch, skip_written: bool) -> int:
+        """Commit a batch; if the database refuses a row of it, write it row by row without that row.
+        Returns (and counts) the rows written."""
+        try:
+            write_batch(self.store, batch, self._last_start, skip_written=skip_written)
+        except StoreError as exc:
+            if not exc.refused:
+                raise
+        except UNBINDABLE:
+            pass
+        else:
+            self.counts.written += len(batch)
+            return len(batch)
+        return self._write_each(batch, skip_written)
+
+    def _write_each(self, batch: Batch, skip_written: bool) -> int:
+        # Rows leave `batch` as they are done, so a transient failure half-way retries only the rest
+        # (and a stop journals only the rest).
+        written = 0
+        try:
+            for kind in KINDS:
+                rows = getattr(batch, kind)
+                while rows:
+                    try:
+                        write_batch(self.store, Batch(**{kind: rows[:1]}), self._last_start,
+                                    skip_written=skip_written)
+                    except StoreError as exc:
+                        if not exc.refused:
+                            raise
+                        self._refuse(kind, str(exc))
+                    except UNBINDABLE as exc:
+                        self._refuse(kind, f"{type(exc).__name__}: {exc}")
+                    else:
+                        written += 1
+                    del rows[0]
+        finally:
+            self.counts.written += written
+        return written
+
+    def _refuse(self, kind: str, reason: str) -> None:
+        refused = self.counts.refused[kind] = self.counts.refused.get(kind, 0) + 1
+        if refused == 1:  # once per kind; the recorder's summary counts the rest
+            _LOGGER.warning("the database refused a row of %s and it was dropped (%s); further refused rows "
+                            "are counted in the summary", kind, reason)
 
     def _next_batch(self) -> Batch:
         """Journaled rows first (they are older than anything queued), then the queue."""

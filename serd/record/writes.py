@@ -14,7 +14,7 @@ from serd.record.rows import (
     STATUS,
     STATUS_COLUMNS,
     WINDOW_COLUMNS,
-    Position,
+    MAX_TRACKED_DEVICES,
     Tracker,
 )
 from serd.record.store import Store
@@ -90,7 +90,7 @@ def aggregate(windows: list[tuple], last_start: dict[tuple[str, int], float], pe
     out: dict[tuple[str, int], Sums] = defaultdict(Sums)
     for row in windows:
         device, start_s = row[_W["device"]], row[_W["start_s"]]
-        previous = last_start.get((device, row[_W["session"]]))
+        previous = last_start.pop((device, row[_W["session"]]), None)  # popped: re-inserted last, the newest
         advance = start_s - previous if previous is not None and 0 < start_s - previous <= MAX_ADVANCE_S else 0.0
         last_start[(device, row[_W["session"]])] = start_s
         sums = out[(device, int(row[_W["time"]] // period_s) * period_s)]
@@ -146,7 +146,10 @@ def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], fl
         for period, sums in per_period.items():
             if sums:
                 _add_to(store, period, sums)
+    last_start.clear()
     last_start.update(starts)
+    for key in list(last_start)[:max(0, len(last_start) - MAX_TRACKED_DEVICES)]:
+        del last_start[key]  # the least recently written sessions: a device that speaks again starts afresh
 
 
 def _unwritten(store: Store, batch: Batch) -> Batch:
@@ -217,13 +220,17 @@ def delete_history(store: Store, device: str, before: float, since: float | None
     return counts
 
 
-def load_tracker(store: Store) -> Tracker:
-    """Each device's latest session and last seq per topic, so that a restarted recorder carries on."""
-    tracker = Tracker()
-    for device, session in store.query("SELECT device, MAX(session) FROM sessions GROUP BY device"):
-        tracker.sessions[device] = int(session)
+def load_tracker(store: Store, max_devices: int = MAX_TRACKED_DEVICES) -> Tracker:
+    """The latest session and last message per topic of the `max_devices` devices whose sessions began
+    most recently, so that a restarted recorder carries on; its start-up reads at most that many."""
+    tracker = Tracker(max_devices)
+    latest = store.query("SELECT device, MAX(session) FROM sessions GROUP BY device ORDER BY MAX(session) DESC "
+                         "LIMIT ?", (max_devices,))
+    for device, session in reversed(latest):  # the most recent last: the last to be forgotten
+        tracker.seed(device, int(session))
         for topic, table in ((EMOTION, "windows"), (STATUS, "statuses")):
-            seq = store.query(f"SELECT MAX(seq) FROM {table} WHERE device = ? AND session = ?", (device, session))[0][0]
-            if seq is not None:
-                tracker.positions[(device, topic)] = Position(int(session), int(seq))
+            last = store.query(f"SELECT seq, time FROM {table} WHERE device = ? AND session = ? "
+                               "ORDER BY seq DESC LIMIT 1", (device, session))
+            if last:
+                tracker.seed(device, int(session), topic, int(last[0][0]), float(last[0][1]))
     return tracker

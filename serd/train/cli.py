@@ -38,9 +38,10 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--network", choices=("serd_cnn", "serd_cnn_wide", "study"), default="serd_cnn",
                    help="serd_cnn: the shipped network; serd_cnn_wide: twice the channels (4x the multiply-adds); "
                         "study: the original study's (default: %(default)s)")
-    p.add_argument("--label-set", choices=("emotion6", "emotion8", "seed12"), default="emotion6",
-                   help="emotion6: calm->neutral, surprised->happy; emotion8: all eight; seed12: emotion x gender "
-                        "(default: %(default)s)")
+    p.add_argument("--label-set", choices=("emotion5", "emotion6", "emotion8", "seed12"), default="emotion5",
+                   help="emotion5: calm->neutral, surprised->happy, no disgust (only RAVDESS has it: it became the "
+                        "answer for anything unfamiliar); emotion6: with disgust; emotion8: all eight; "
+                        "seed12: emotion6 x gender (default: %(default)s)")
     p.add_argument("--folds", type=int, default=6, help="number of speaker-disjoint folds (default: %(default)s)")
     p.add_argument("--only-folds", default="", help="comma-separated fold numbers to run (default: all)")
     p.add_argument("--actors", default="", help="comma-separated RAVDESS actors to use (default: all)")

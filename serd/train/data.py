@@ -49,7 +49,15 @@ class Corpus:
             if found[0].corpus in {c.corpus for c in clips}:
                 raise ValueError(f"--data {spec.kind}={spec.path}: corpus {found[0].corpus!r} given twice")
             clips.extend(found)
-        y = np.array([labels.index(label_for(label_set, c.emotion, c.gender)) for c in clips])
+        names = [label_for(label_set, c.emotion, c.gender) for c in clips]
+        left_out = Counter(c.emotion for c, name in zip(clips, names) if name is None)
+        if left_out:
+            _LOGGER.info("label set %s leaves out %s", label_set, ", ".join(f"{n} {e} clips" for e, n in left_out.items()))
+            clips = [c for c, name in zip(clips, names) if name is not None]
+            names = [name for name in names if name is not None]
+        if not clips:
+            raise ValueError(f"no clips left: label set {label_set} has none of the corpora's emotions")
+        y = np.array([labels.index(name) for name in names])
         _LOGGER.info("decoding %d clips (%s)", len(clips), ", ".join(f"{s.name}: {s.path}" for s in specs))
         audio = load_audio(clips, sample_rate)
         speech = np.array([speech_bounds(a, sample_rate) for a in audio])

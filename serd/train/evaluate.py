@@ -100,6 +100,14 @@ def reading_scores(y: np.ndarray, probs: np.ndarray, predicted: np.ndarray, labe
         "classes": [labels[k] for k in sorted(set(y.tolist()))],
         "uar": metrics.uar(y, np.where(predicted < 0, (y + 1) % n, predicted), n),
     }
+    # What a teacher sees: the shown label. The wrong label shown most often, as a share of the
+    # corpus's clips (a "sink" class that swallows the unfamiliar), and its name.
+    wrong = [int(np.sum((predicted == k) & (y != k))) for k in range(n)]
+    if len(y):
+        worst = int(np.argmax(wrong))
+        out["top_wrong_label"] = labels[worst]
+        out["top_wrong_share"] = wrong[worst] / len(y)
+        out["shown"] = [int(np.sum(predicted == k)) for k in range(n)]
     emotions = [emotion_of(label) for label in labels]
     four = [k for k, e in enumerate(emotions) if e in FOUR_CLASSES]
     rows = np.isin(y, four)

@@ -52,12 +52,9 @@ def speaker_folds(clips: list[ClipInfo], n_folds: int = 6, val_per_corpus: int =
     tests the k-th block of every corpus, so each fold has voices of each corpus.
     Validation: per corpus, the next `val_per_corpus` speakers after the test block
     (wrapping). With RAVDESS alone and 2 validation actors this is `actor_folds`.
+    A pooled speaker id (EmoSpeech's `unknown`) is in no block: it always trains.
     """
-    by_corpus: dict[str, list[str]] = {}
-    for c in clips:
-        by_corpus.setdefault(c.corpus, [])
-        if c.speaker not in by_corpus[c.corpus]:
-            by_corpus[c.corpus].append(c.speaker)
+    by_corpus = known_speakers(clips)
     for name, speakers in by_corpus.items():
         speakers.sort()
         if n_folds < 2 or n_folds > len(speakers):
@@ -97,9 +94,10 @@ def corpus_holdout(clips: list[ClipInfo], test_corpus: str, val_per_corpus: int 
         raise ValueError(f"leave-one-corpus-out needs {test_corpus!r} and at least one other corpus; have {corpora}")
     test_keys = sorted({c.key for c in clips if c.corpus == test_corpus})
     val_keys = []
+    known = known_speakers(clips)
     for name in corpora:
         if name != test_corpus:
-            speakers = sorted({c.speaker for c in clips if c.corpus == name})
+            speakers = known.get(name, [])
             if 0 < val_per_corpus < len(speakers):
                 val_keys += [f"{name}/{s}" for s in speakers[-val_per_corpus:]]
     return _by_key(clips, f"to-{test_corpus}", test_keys, val_keys)
@@ -108,12 +106,22 @@ def corpus_holdout(clips: list[ClipInfo], test_corpus: str, val_per_corpus: int 
 def holdout_speakers(clips: list[ClipInfo], val_per_corpus: int = 1, ravdess_val_actors: tuple[int, ...] = (11, 12)) -> Split:
     """Train on everyone but a few calibration speakers per corpus (RAVDESS: `ravdess_val_actors`)."""
     val_keys = []
-    for name in dict.fromkeys(c.corpus for c in clips):
+    for name, speakers in known_speakers(clips).items():
         if name == "ravdess":
             val_keys += [f"ravdess/{a:02d}" for a in ravdess_val_actors]
-        elif val_per_corpus > 0:
-            val_keys += sorted({c.key for c in clips if c.corpus == name})[-val_per_corpus:]
+        elif 0 < val_per_corpus < len(speakers):
+            val_keys += [f"{name}/{s}" for s in speakers[-val_per_corpus:]]
     return _by_key(clips, "final", [], val_keys)
+
+
+def known_speakers(clips: list[ClipInfo]) -> dict[str, list[str]]:
+    """Per corpus, its speakers sorted, without pooled ids (`Clip.speaker_known`): those only train."""
+    by_corpus: dict[str, set[str]] = {}
+    for c in clips:
+        speakers = by_corpus.setdefault(c.corpus, set())
+        if c.speaker_known:
+            speakers.add(c.speaker)
+    return {name: sorted(speakers) for name, speakers in by_corpus.items()}
 
 
 def _by_key(clips, name, test_keys, val_keys) -> Split:

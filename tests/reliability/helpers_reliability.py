@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -18,10 +20,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import zmq
+
+from serd.messages import MessageError, decode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -196,6 +201,25 @@ def sub_socket(context: zmq.Context, endpoint: str, rcvhwm: int = 0, rcvbuf: int
     sock.setsockopt(zmq.SUBSCRIBE, topic)
     sock.connect(endpoint)
     return sock
+
+
+def emotions_in(sub: zmq.Socket, seconds: float, on_tick=None) -> int:
+    """Emotion messages a subscriber decodes in `seconds` (malformed ones skipped); `on_tick` at each wake-up."""
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if on_tick is not None:
+            on_tick()
+        if sub.poll(200):
+            while True:
+                try:
+                    frames = sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    count += decode(frames).topic.startswith("serd.emotion.")
+                except MessageError:
+                    pass
+    return count
 
 
 def wait_readable(sock: zmq.Socket, daemon: Daemon, timeout_s: float = STARTUP_S, what: str = "a message") -> None:
@@ -677,3 +701,51 @@ def taskset_available() -> str:
         return "CPU 0 is not available to this process"
     return ""
 
+
+# -- the dashboard ---------------------------------------------------------------------------------
+
+DASHBOARD_WAIT_S = 60.0
+
+
+def _refuse_constant(name: str):
+    raise AssertionError(f"{name} in /api/state")
+
+
+class DashboardProcess:
+    """`serd dashboard --connect ...` on a free port (no upload model), read over real HTTP."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        args = [a for e in endpoints for a in ("--connect", e)]
+        self.process = subprocess.Popen([sys.executable, "-m", "serd", "dashboard", *args, "--listen", "127.0.0.1:0",
+                                         "--model", "none"], cwd=REPO_ROOT, env=serd_env(), stderr=subprocess.PIPE,
+                                        text=True)
+        self.url = None
+        for line in self.process.stderr:
+            match = re.search(r"serving on (http://\S+/)", line)
+            if match:
+                self.url = match.group(1)
+                break
+        assert self.url, "the dashboard did not start"
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(self.url + "api/state", timeout=DASHBOARD_WAIT_S) as response:
+            return json.loads(response.read(), parse_constant=_refuse_constant)
+
+    def wait_for(self, condition, what: str) -> dict:
+        deadline = time.monotonic() + DASHBOARD_WAIT_S
+        while True:
+            assert self.process.poll() is None, "the dashboard exited"
+            state = self.state()
+            if condition(state):
+                return state
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {state['malformed']} malformed"
+            time.sleep(0.05)
+
+    def close(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        return self.process.stderr.read()

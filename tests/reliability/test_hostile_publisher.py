@@ -13,18 +13,16 @@ from __future__ import annotations
 import json
 import re
 import select
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_reliability import REPO_ROOT, rss_mb, serd_env
+from helpers_reliability import REPO_ROOT, DashboardProcess, rss_mb, serd_env
 from hostile_messages import HOSTILE, OVERSIZE, mutated_frames, padded, rejected
 from serd.messages import EmotionMessage, StatusMessage, decode, encode
 
@@ -62,44 +60,6 @@ class Feed:
 
     def send(self, frames: list[bytes]) -> None:
         self.socket.send_multipart(frames)
-
-
-class DashboardProcess:
-    def __init__(self, endpoints: list[str]) -> None:
-        args = [a for e in endpoints for a in ("--connect", e)]
-        self.process = subprocess.Popen([sys.executable, "-m", "serd", "dashboard", *args, "--listen", "127.0.0.1:0",
-                                         "--model", "none"], cwd=REPO_ROOT, env=serd_env(), stderr=subprocess.PIPE,
-                                        text=True)
-        self.url = None
-        for line in self.process.stderr:
-            match = re.search(r"serving on (http://\S+/)", line)
-            if match:
-                self.url = match.group(1)
-                break
-        assert self.url, "the dashboard did not start"
-
-    def state(self) -> dict:
-        with urllib.request.urlopen(self.url + "api/state", timeout=WAIT_S) as response:
-            return json.loads(response.read(), parse_constant=lambda c: pytest.fail(f"{c} in /api/state"))
-
-    def wait_for(self, condition, what: str) -> dict:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert self.process.poll() is None, "the dashboard exited"
-            state = self.state()
-            if condition(state):
-                return state
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {state['malformed']} malformed"
-            time.sleep(0.05)
-
-    def close(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        return self.process.stderr.read()
 
 
 def device_seq(state: dict, device: str) -> int | None:

@@ -18,8 +18,7 @@ import pytest
 import zmq
 
 from helpers_daemon import short_tmpdir
-from helpers_reliability import DEMO_FLAC, Daemon, free_tcp_port, rss_mb, sub_socket, write_config
-from serd.messages import MessageError, decode
+from helpers_reliability import DEMO_FLAC, Daemon, emotions_in, free_tcp_port, rss_mb, sub_socket, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -37,24 +36,6 @@ STARTUP_S = 60.0
 def flood_topics(n: int, seed: int = 13) -> list[bytes]:
     rng = random.Random(seed)
     return [("".join(rng.choice(string.ascii_letters) for _ in range(TOPIC_CHARS))).encode() for _ in range(n)]
-
-
-def emotions_in(sub: zmq.Socket, seconds: float, on_tick=None) -> int:
-    count, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if on_tick is not None:
-            on_tick()
-        if sub.poll(200):
-            while True:
-                try:
-                    frames = sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                try:
-                    count += decode(frames).topic.startswith("serd.emotion.")
-                except MessageError:
-                    pass
-    return count
 
 
 def test_a_subscription_flood_costs_the_daemon_little_and_windows_keep_flowing(tiny_model_int8):

@@ -27,6 +27,11 @@ def emotion_name(text: str) -> str:
     return name
 
 
+POOLED_SPEAKERS = frozenset({"unknown", "unk", "?", "-", "na", "n/a"})
+"""Speaker ids that stand for many people: such clips only ever train (a split by speaker cannot
+keep them on one side), and never validate or test."""
+
+
 @dataclass(frozen=True)
 class Clip:
     """One labelled recording.
@@ -52,6 +57,11 @@ class Clip:
     @property
     def key(self) -> str:
         return f"{self.corpus}/{self.speaker}"
+
+    @property
+    def speaker_known(self) -> bool:
+        """False for a pooled id such as EmoSpeech's `unknown` (two thirds of its clips, many voices)."""
+        return self.speaker.strip().lower() not in POOLED_SPEAKERS
 
 
 def load_audio(clips: list[Clip], sample_rate: int) -> list[np.ndarray]:
