@@ -9,7 +9,9 @@ Measures, on this machine, with real SQLite files in a temporary directory:
 - database growth per room per day, raw and aggregated, from a simulated room-day;
 - `serd record` CPU (% of one core) and RSS with `--rooms` rooms publishing in real time;
 - history query time for 7 days x `--rooms` rooms of aggregates (per hour, per minute,
-  the rooms x days table) and one room-day of raw windows.
+  the rooms x days table) and one room-day of raw windows;
+- peak RSS of `serd history` exports of the same (CSV, JSON lines, the table; `--pg URL` adds
+  the same against PostgreSQL; `--exports-only` measures just these).
 Run it on a quiet machine: other processes on the same cores skew every figure.
 """
 
@@ -35,7 +37,7 @@ from run import pin_to_one_core, proc_cpu_seconds, proc_rss_mb  # noqa: E402
 from serd.messages import EmotionMessage, StatusMessage, encode  # noqa: E402
 from serd.record import queries  # noqa: E402
 from serd.record.recorder import Recorder  # noqa: E402
-from serd.record.store import open_store  # noqa: E402
+from serd.record.store import open_store, sqlite_url  # noqa: E402
 from serd.record.writer import WriterSettings  # noqa: E402
 from serd.record.writes import ADD, write_batch  # noqa: E402
 
@@ -81,7 +83,7 @@ def frames_for(rooms: int, seconds: float, t0: float) -> list[list[bytes]]:
 
 
 def write_speed(tmp: Path) -> dict[str, float]:
-    store = open_store(f"sqlite://{tmp / 'speed.sqlite3'}", create=True)
+    store = open_store(sqlite_url(tmp / "speed.sqlite3"), create=True)
     store.migrate()
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings(queue_rows=10_000_000))
     frames = frames_for(100, 300, time.time() - 3600)  # 100 rooms, 5 minutes
@@ -108,7 +110,7 @@ def compacted_size(store, path: Path) -> int:
 
 def growth(tmp: Path) -> dict[str, float]:
     path = tmp / "growth.sqlite3"
-    store = open_store(f"sqlite://{path}", create=True)
+    store = open_store(sqlite_url(path), create=True)
     store.migrate()
     empty = compacted_size(store, path)
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings(queue_rows=10_000_000))
@@ -157,7 +159,7 @@ def recorder_realtime(tmp: Path, rooms: int, seconds: float) -> dict[str, float]
     endpoint = f"ipc://{tmp}/pub"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     recorder = subprocess.Popen([sys.executable, "-m", "serd", "record", "--connect", endpoint, "--db",
-                                 f"sqlite://{tmp / 'rt.sqlite3'}"], env=env, stderr=subprocess.DEVNULL)
+                                 sqlite_url(tmp / "rt.sqlite3")], env=env, stderr=subprocess.DEVNULL)
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, endpoint, str(rooms), str(seconds),
                                   str(ROOT / "benchmarks")], env=env)
     time.sleep(2.0)  # imports done, subscribed
@@ -176,12 +178,9 @@ def recorder_realtime(tmp: Path, rooms: int, seconds: float) -> dict[str, float]
             "windows_stored": stored, "windows_published": rooms * int(seconds / HOP_S)}
 
 
-def query_time(tmp: Path, rooms: int) -> dict[str, float]:
-    store = open_store(f"sqlite://{tmp / 'query.sqlite3'}", create=True)
-    store.migrate()
-    now = time.time()
+def fill_week(store, rooms: int, now: float) -> None:
+    """7 days x `rooms` of aggregates as the writer leaves them: 120 windows a minute, half speech."""
     first = int((now - 7 * DAY_S) // 60) * 60
-    # 7 days x rooms of aggregates as the writer leaves them: 120 windows a minute, half speech.
     probs = json.dumps({label: 10.0 + k for k, label in enumerate(LABELS)})
     with store.transaction():
         for period, step, per in (("minute", 60, 1), ("hour", 3600, 60)):
@@ -189,13 +188,24 @@ def query_time(tmp: Path, rooms: int) -> dict[str, float]:
                 (f"room-{r:03d}", start, 120 * per, 60 * per, 60.0 * per, 30.0 * per, -40.0 * 120 * per,
                  0.4 * 60 * per, 60 * per, probs)
                 for r in range(rooms) for start in range(first - first % step, first + 7 * DAY_S, step)])
-    # One room-day of raw windows, for the raw query.
+
+
+def fill_raw_day(store, now: float) -> None:
+    """One room-day of raw windows (172,800), written by the recorder's own code."""
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings(queue_rows=10_000_000))
     for i in range(int(DAY_S / HOP_S)):
         recorder.handle(encode(message("room-000", i, now - DAY_S + i * HOP_S)))
         if recorder.writer.queued >= 5000:
             write_batch(store, recorder.writer._take())
     write_batch(store, recorder.writer._take())
+
+
+def query_time(tmp: Path, rooms: int) -> dict[str, float]:
+    store = open_store(sqlite_url(tmp / "query.sqlite3"), create=True)
+    store.migrate()
+    now = time.time()
+    fill_week(store, rooms, now)
+    fill_raw_day(store, now)
 
     def best(fn, repeat: int = 3) -> float:
         times = []
@@ -217,12 +227,57 @@ def query_time(tmp: Path, rooms: int) -> dict[str, float]:
     return out
 
 
+EXPORTS = {
+    "every_1m_7d_csv": ["--every", "1m", "--since", "7d", "--csv"],
+    "every_1m_7d_json": ["--every", "1m", "--since", "7d", "--json"],
+    "every_1m_7d_table": ["--every", "1m", "--since", "7d"],
+    "raw_1d_csv": ["room-000", "--since", "2d", "--csv"],
+    "raw_1d_json": ["room-000", "--since", "2d", "--json"],
+}
+"""`serd history` exports measured for peak RSS (7 days x --rooms rooms of summaries, one room-day of raw windows)."""
+
+
+def export_rss(url: str, rooms: int, fill: bool = True) -> dict[str, dict[str, float]]:
+    """Peak RSS (MB) and time of each `serd history` export, run as a user runs it, output to /dev/null."""
+    if fill:
+        store = open_store(url, create=True)
+        store.migrate()
+        now = time.time()
+        fill_week(store, rooms, now)
+        fill_raw_day(store, now)
+        store.close()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = {}
+    for name, args in EXPORTS.items():
+        t = time.perf_counter()
+        with open(os.devnull, "wb") as devnull:
+            child = subprocess.Popen([sys.executable, "-m", "serd", "history", "--db", url, *args], env=env,
+                                     stdout=devnull, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            raise RuntimeError(f"serd history {' '.join(args)}: {child.stderr.read().decode()}")
+        child.stderr.close()
+        out[name] = {"rss_mb": usage.ru_maxrss / 1024, "seconds": time.perf_counter() - t}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--publish-s", type=float, default=60.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pg", metavar="URL", default=None,
+                        help="also measure the exports against this (empty) PostgreSQL database")
+    parser.add_argument("--exports-only", action="store_true", help="only the export memory figures")
     args = parser.parse_args()
+    if args.exports_only:
+        with tempfile.TemporaryDirectory(prefix="serd-bench-", dir="/tmp") as tmp:
+            r = {"sqlite": export_rss(sqlite_url(Path(tmp) / "export.sqlite3"), args.rooms)}
+            if args.pg:
+                r["postgresql"] = export_rss(args.pg, args.rooms)
+        print(json.dumps(r, indent=1) if args.json else export_report(r, args.rooms))
+        return
     pinned = pin_to_one_core()
     with tempfile.TemporaryDirectory(prefix="serd-bench-", dir="/tmp") as tmp:
         tmp = Path(tmp)
@@ -231,7 +286,10 @@ def main() -> None:
              "when": time.strftime("%Y-%m-%d %H:%M"),
              "write": write_speed(tmp), "growth": growth(tmp), "realtime": recorder_realtime(tmp, args.rooms,
                                                                                             args.publish_s),
-             "query": query_time(tmp, args.rooms)}
+             "query": query_time(tmp, args.rooms),
+             "exports": {"sqlite": export_rss(sqlite_url(tmp / "export.sqlite3"), args.rooms)}}
+        if args.pg:
+            r["exports"]["postgresql"] = export_rss(args.pg, args.rooms)
     print(json.dumps(r, indent=1) if args.json else report(r))
 
 
@@ -256,7 +314,16 @@ def report(r: dict) -> str:
         f"| history query, 7 days x 20 rooms, per minute | {q['minutely_7d_all_rooms_s'] * 1000:.0f} ms |",
         f"| history query, 1 room, 1 day, per minute | {q['minutely_1d_one_room_s'] * 1000:.0f} ms |",
         f"| history query, 1 room, 1 day of raw windows (172,800) | {q['raw_1d_one_room_s'] * 1000:.0f} ms |",
-    ])
+    ]) + "\n\n" + export_report(r["exports"], r["realtime"]["rooms"])
+
+
+def export_report(exports: dict, rooms: int) -> str:
+    lines = [f"| `serd history` export ({rooms} rooms x 7 days of summaries; 1 room-day raw) | database | "
+             "peak RSS | time |", "|---|---|---|---|"]
+    for dialect, figures in exports.items():
+        for name, f in figures.items():
+            lines.append(f"| `{' '.join(EXPORTS[name])}` | {dialect} | {f['rss_mb']:.0f} MB | {f['seconds']:.1f} s |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ class RecordSettings:
     connect: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
     """Publishers to record (ZeroMQ endpoints; one recorder can take many rooms)."""
     db: str | None = None
-    """History database: sqlite:///PATH or postgresql://USER@HOST/DB; null = history.sqlite3 in the state directory."""
+    """History database: sqlite:////ABS/PATH, sqlite:///REL/PATH or postgresql://USER@HOST/DB; null = history.sqlite3 in the state directory."""
     keep_days: float = 14.0
     """Days raw windows and status messages are kept."""
     keep_aggregate_days: float = 365.0
@@ -118,7 +118,8 @@ class RecordSettings:
     batch_rows: int = 1000
     """Rows per transaction at most (a burst is written in several)."""
     queue_rows: int = 100000
-    """Rows queued for a slow or locked database before new ones are dropped (and counted as gaps)."""
+    """Rows queued for a slow or absent database; half full, they move to the journal in the state directory
+    (written when it is back); new rows are dropped (and counted as gaps) only if the journal fails too."""
     server_key: str | None = None
     """CURVE: the publishers' public key file."""
     client_key: str | None = None
@@ -347,7 +348,7 @@ def validate_record(r: RecordSettings) -> None:
     for i, endpoint in enumerate(r.connect):
         _check(endpoint.startswith(("tcp://", "ipc://")) and len(endpoint) > len("tcp://"), f"record.connect[{i}]",
                "a tcp:// or ipc:// endpoint", endpoint)
-    _check(r.db is None or bool(r.db.strip()), "record.db", "sqlite:///PATH, postgresql://... or null", r.db)
+    _check(r.db is None or bool(r.db.strip()), "record.db", "sqlite:////ABS/PATH, postgresql://... or null", r.db)
     _check(0 < r.keep_days <= 3650, "record.keep_days", "a number of days in (0, 3650]", r.keep_days)
     # Summaries outlive raw windows: `serd history --csv` takes its probability columns from them.
     _check(r.keep_days <= r.keep_aggregate_days <= 36500, "record.keep_aggregate_days",

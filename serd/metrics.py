@@ -202,6 +202,9 @@ class RecorderMetrics:
         yield counter("serd_record_messages_missing", "Messages the daemons sent that never arrived (seq gaps)",
                       c.missing)
         yield counter("serd_record_gaps", "Gaps in the daemons' sequence numbers", c.gaps)
+        yield counter("serd_record_rows_spooled", "Rows the database could not take in time, moved to the journal "
+                      "in the state directory (written when it is back, or by the next start)", w.spooled)
+        yield counter("serd_record_rows_lost", "Rows neither the database nor the journal could take", writer.lost)
         yield counter("serd_record_database_errors", "Transient database failures, retried (for PostgreSQL "
                       "each retry reconnects)", w.retries)
         yield GaugeMetricFamily("serd_record_database_failed", "1 once the database failed for good (exit 1 follows)",

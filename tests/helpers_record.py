@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers_daemon import DaemonProcess
+from helpers_daemon import DaemonProcess, serd_env
 from pg_cluster import reset_database, server_bin_dir, throwaway_cluster
 from serd.messages import EmotionMessage, StatusMessage, decode, encode
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 BACKENDS = ("sqlite", "postgresql")
@@ -26,15 +26,28 @@ def pg_server_url():
         pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
     if server_bin_dir() is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql); CI installs them")
-    with throwaway_cluster() as url:
-        yield url
+    with throwaway_cluster() as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+def pg_cluster():
+    """A cluster of the test's own, to stop and start (the session's one stays up for the others)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
+    if server_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql); CI installs them")
+    with throwaway_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path: Path) -> str:
     """A fresh, empty history database URL of each kind."""
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'history.sqlite3'}"
+        return sqlite_url(tmp_path / "history.sqlite3")
     url = request.getfixturevalue("pg_server_url")
     reset_database(url)
     return url
@@ -120,4 +133,6 @@ def wait_for_rows(url: str, device: str, n: int, recorder: DaemonProcess, timeou
 
 
 def start_recorder(workdir: Path, url: str, endpoint: str, *extra: str, env: dict | None = None) -> DaemonProcess:
+    """`serd record`; its state directory (where a journal would go) in `workdir` unless `env` says otherwise."""
+    env = env or serd_env(STATE_DIRECTORY=str(workdir / "state"))
     return DaemonProcess(["record", "--connect", endpoint, "--db", url, *extra], cwd=workdir, env=env)

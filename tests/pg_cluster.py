@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_S = 60
@@ -33,9 +34,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Cluster:
+    """A running throwaway cluster: its URL, and stop/start for tests of a database that goes away."""
+
+    url: str
+    bindir: Path
+    data: Path
+    log: Path
+    options: str
+    prefix: list[str]
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run([*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+                       check=True, capture_output=True, timeout=START_TIMEOUT_S)
+
+    def start(self) -> None:
+        subprocess.run([*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o",
+                        self.options, "-w", "-t", str(START_TIMEOUT_S), "start"], check=True, capture_output=True,
+                       timeout=START_TIMEOUT_S + 10)
+
+
 @contextmanager
-def throwaway_cluster() -> Iterator[str]:
-    """Yields a postgresql:// URL of a fresh database on a cluster that exists only inside the block."""
+def throwaway_cluster() -> Iterator[Cluster]:
+    """Yields a fresh database (`.url`, postgresql://) on a cluster that exists only inside the block."""
     bindir = server_bin_dir()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -50,19 +72,17 @@ def throwaway_cluster() -> Iterator[str]:
         os.chown(base, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", user, "--"]
     port = _free_port()
-    log = base / "server.log"
     try:
         subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust",
                         "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=START_TIMEOUT_S)
         # Loopback TCP only; the Unix socket in our own directory (not /var/run/postgresql).
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off"
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
-                        "-t", str(START_TIMEOUT_S), "start"], check=True, capture_output=True,
-                       timeout=START_TIMEOUT_S + 10)
+        cluster = Cluster(f"postgresql://{user}@127.0.0.1:{port}/serd", bindir, data, base / "server.log",
+                          f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off", prefix)
+        cluster.start()
         try:
             subprocess.run([*prefix, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user,
                             "serd"], check=True, capture_output=True, timeout=START_TIMEOUT_S)
-            yield f"postgresql://{user}@127.0.0.1:{port}/serd"
+            yield cluster
         finally:
             subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                            capture_output=True, timeout=START_TIMEOUT_S)

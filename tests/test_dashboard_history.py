@@ -13,7 +13,7 @@ from helpers_record import emotion
 from helpers_service import get_json
 from serd.messages import encode
 from serd.record.recorder import Recorder
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 from serd.record.when import local_midnight
 from serd.record.writer import WriterSettings
 from serd.record.writes import write_batch
@@ -28,7 +28,7 @@ SPEECH_EVERY = 4
 
 def build_history(path: Path) -> dict:
     """Yesterday 09:00-09:30 local time in both rooms, as `serd record` would have written it."""
-    store = open_store(f"sqlite://{path}", create=True)
+    store = open_store(sqlite_url(path), create=True)
     store.migrate()
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
     yesterday = local_midnight(local_midnight(time.time()) - 3600)
@@ -49,7 +49,7 @@ def build_history(path: Path) -> dict:
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("history")
     facts = build_history(tmp / "history.sqlite3")
-    child = Child(["dashboard", "--db", f"sqlite://{tmp / 'history.sqlite3'}", "--connect", f"ipc://{tmp}/none",
+    child = Child(["dashboard", "--db", sqlite_url(tmp / "history.sqlite3"), "--connect", f"ipc://{tmp}/none",
                    "--listen", "127.0.0.1:0"])
     url = child.wait_for_line(r"serving on (http://\S+/)").group(1)
     yield url, facts
@@ -71,7 +71,10 @@ def test_endpoints_answer_from_the_database(served):
     assert status == 200 and len(table["days"]) == 7
     cells = {row["device"]: row["days"] for row in table["rows"]}
     assert cells["room-a"][-2]["speech_s"] == pytest.approx(1800 * 0.75, abs=1) and cells["room-a"][-1] is None
-    for bad in ("room?device=room-a&day=yesterday", "room?device=room-a&every=5m", "table?days=400", "room?day=2026-01-01"):
+    status, week = get_json(url + "api/history/room?device=room-a&days=7&every=1m")  # the largest answer: a week per minute
+    assert status == 200 and sum(b["windows"] for b in week["buckets"]) == 3600 and week["gaps_truncated"] is False
+    for bad in ("room?device=room-a&day=yesterday", "room?device=room-a&every=5m", "table?days=400", "room?day=2026-01-01",
+                "room?device=room-a&days=31&every=1m"):  # 44,640 steps: bounded, ask per hour
         status, body = get_json(url + "api/history/" + bad)
         assert status == 400 and body["error"], bad
 

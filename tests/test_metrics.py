@@ -169,6 +169,7 @@ def test_recorder_counts_rows_written(workdir):
         assert value(scraped, "serd_record_messages_missing_total") == 5
         assert value(scraped, "serd_record_gaps_total") == 1
         assert value(scraped, "serd_record_rows_dropped_total") == 0
+        assert value(scraped, "serd_record_rows_spooled_total") == value(scraped, "serd_record_rows_lost_total") == 0
         assert value(scraped, "serd_record_database_failed") == 0
         assert value(scraped, "serd_record_rooms") == 1
         recorder.send_signal(signal.SIGTERM)

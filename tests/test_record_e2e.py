@@ -17,7 +17,7 @@ import soundfile
 
 from helpers_daemon import DEMO_FLAC, DaemonProcess, assert_no_traceback, run_serd, short_tmpdir
 from helpers_record import wait_for_rows
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_two_daemons_recorded_and_read_back_exactly():
         audio, rate = soundfile.read(str(DEMO_FLAC), dtype="float32")
         clip = workdir / "clip.flac"
         soundfile.write(str(clip), audio[: int(CLIP_S * rate)], rate)
-        url = f"sqlite://{workdir}/history.sqlite3"
+        url = sqlite_url(workdir / "history.sqlite3")
         endpoints = {room: f"ipc://{workdir}/{room}" for room in ROOMS}
         recorder = DaemonProcess(["record", "--db", url, *(a for e in endpoints.values() for a in ("--connect", e))],
                                  cwd=workdir)

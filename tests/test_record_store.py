@@ -15,7 +15,7 @@ from serd.record import queries
 from serd.record.recorder import Recorder
 from serd.record.rows import DROPPED, EMOTION, LOST, status_row, window_row
 from serd.record.schema import MIGRATIONS, SCHEMA_VERSION
-from serd.record.store import StoreError, open_store
+from serd.record.store import StoreError, open_store, sqlite_url
 from serd.record.writer import BatchWriter, WriterSettings
 from serd.record.writes import Batch, delete_history, load_tracker, prune, write_batch
 
@@ -308,6 +308,43 @@ def test_a_lost_postgresql_connection_is_retried_and_reconnected(db_url):  # noq
     store.close()
 
 
+def test_a_journal_replayed_twice_or_cut_short_counts_every_row_once(store, tmp_path):
+    """Journaled rows, some already in the database (a replay cut short, a COMMIT whose answer was
+    lost), and a last line cut off by a crash: each window is stored and summed exactly once."""
+    from serd.record.journal import Journal
+
+    rows = [window_row(emotion("j", i, T0 + i * 0.5), 1) for i in range(30)]
+    gap = ("j", 1, EMOTION, LOST, 29, 3, T0 + 20)
+    write_batch(store, Batch(windows=rows[:12], gaps=[gap]))
+    journal = Journal(tmp_path / "unwritten-x.jsonl")
+    assert journal.append([("windows", r) for r in rows] + [("gaps", gap)]) == 31
+    with open(journal.path, "a") as f:
+        f.write('["windows", ["j", 1, 99')  # a write cut off mid-line
+    writer = BatchWriter(store, WriterSettings(batch_rows=7), journal)
+    assert writer.replay_journal() == 31
+    assert not journal.pending() and not list(tmp_path.glob("unwritten-*"))
+    assert [r["seq"] for r in queries.windows(store, queries.Range(0, T0 + 1000, "j"))] == list(range(30))
+    assert sum(m["windows"] for m in queries.aggregates(store, queries.Range(0, T0 + 1000, "j"), 60)) == 30
+    assert store.query("SELECT COUNT(*) FROM gaps")[0][0] == 1
+
+
+def test_rows_journaled_during_a_replay_come_after_it(tmp_path):
+    from serd.record.journal import Journal
+
+    journal = Journal(tmp_path / "unwritten-x.jsonl")
+    journal.append([("windows", ("a", 1, i)) for i in range(5)])
+    first = journal.next_batch(3)
+    journal.append([("windows", ("a", 1, i)) for i in range(5, 8)])  # spilled while the replay runs
+    seqs = [r[2] for r in first.windows]
+    while batch := journal.next_batch(3):
+        seqs += [r[2] for r in batch.windows]
+    journal.replayed()
+    while batch := journal.next_batch(3):
+        seqs += [r[2] for r in batch.windows]
+    journal.replayed()
+    assert seqs == list(range(8)) and not journal.pending()
+
+
 # -- issue 19: refused rows, a deleted file, replays, many devices, stored infinities ------------------
 
 def refuse_room(store, device: str) -> None:
@@ -357,7 +394,7 @@ def test_stored_infinite_sums_read_back_as_unknown_not_an_error(store):
 def test_a_deleted_sqlite_file_is_reopened_and_nothing_is_written_into_the_void(tmp_path):
     """Item 3: `rm` of the file, -wal and -shm under the writer: it wrote on into the unlinked inode."""
     path = tmp_path / "history.sqlite3"
-    store = open_store(f"sqlite://{path}", create=True)
+    store = open_store(sqlite_url(path), create=True)
     store.migrate()
     writer = BatchWriter(store, WriterSettings(flush_s=0.05, batch_rows=10))
     writer.start()
@@ -370,7 +407,7 @@ def test_a_deleted_sqlite_file_is_reopened_and_nothing_is_written_into_the_void(
         writer.stop()
         store.close()
     assert writer.error is None and writer.counts.reopened == 1
-    reader = open_store(f"sqlite://{path}")
+    reader = open_store(sqlite_url(path))
     try:
         reader.check_schema()
         assert [r[0] for r in reader.query("SELECT seq FROM windows ORDER BY seq")] == list(range(5, 12))

@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / MB, metavar="MB",
                    help="largest recording accepted by the upload panel (default %(default)s)")
     p.add_argument("--db", default=None, metavar="URL",
-                   help="history database written by serd record (sqlite:///PATH or postgresql://...): adds the history view")
+                   help="history database written by serd record (sqlite:////ABS/PATH, sqlite:///REL/PATH or postgresql://...): adds the history view")
     p.set_defaults(func=dashboard_command)
 
 

@@ -3,7 +3,8 @@
 
 - `/api/history/rooms`: the rooms with history;
 - `/api/history/room?device=D&day=YYYY-MM-DD&every=1m|1h` (one local day) or
-  `...&days=7&every=1h` (the last N days): per-step speech, emotions, arousal, level;
+  `...&days=7&every=1h` (the last N days): per-step speech, emotions, arousal, level; at most
+  MAX_STEPS steps (a week per minute) and MAX_GAPS gaps, so an answer's size is bounded;
 - `/api/history/table?days=7`: rooms x days (speech time, top emotion, mean arousal).
 
 One connection, opened on first use and again after a failure, used under a lock (a
@@ -30,6 +31,11 @@ _LOGGER = logging.getLogger(__name__)
 
 PREFIX = "/api/history/"
 MAX_DAYS = 31
+MAX_STEPS = 7 * 24 * 60 + 60
+"""Steps one /api/history/room answer holds at most (a week per minute, and a DST hour; 31 days per hour): it is
+built in memory, so its size is bounded (a few MB), whatever the request."""
+MAX_GAPS = 1000
+"""Gaps listed in one answer at most (`gaps_truncated` says when there were more)."""
 DAY_S = 86400
 
 
@@ -105,9 +111,13 @@ class History:
             days = _days(params.get("days", "7"))
             until = local_midnight(now) + DAY_S
             since = local_midnight(until - days * DAY_S + 3 * 3600)
+        if (until - since) / EVERY[every] > MAX_STEPS:
+            raise HistoryError(f"every={every} over {round((until - since) / DAY_S)} days is more than {MAX_STEPS} "
+                               "steps: ask for fewer days, or every=1h")
         buckets = queries.aggregates(store, queries.Range(since, until, device), EVERY[every])
+        gaps = queries.gaps(store, queries.Range(since, until, device), MAX_GAPS + 1)
         return {"device": device, "since": since, "until": until, "every_s": EVERY[every], "buckets": buckets,
-                "gaps": queries.gaps(store, queries.Range(since, until, device))}
+                "gaps": gaps[:MAX_GAPS], "gaps_truncated": len(gaps) > MAX_GAPS}
 
     def _table(self, store: Store, params: dict[str, str], now: float) -> dict[str, Any]:
         days = _days(params.get("days", "7"))

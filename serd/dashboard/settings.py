@@ -48,7 +48,7 @@ class DashboardSettings:
     vad_threshold: float = DEFAULT_THRESHOLD
     extra_headers: dict[str, str] = field(default_factory=dict)
     db: str | None = None
-    """History database written by `serd record` (sqlite:///PATH or postgresql://...); None: live view only."""
+    """History database written by `serd record` (sqlite:////ABS/PATH or postgresql://...); None: live view only."""
 
 
 def is_loopback_host(host: str) -> bool:

@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--connect", action="append", default=None, metavar="ADDR",
                    help="publisher endpoint (repeatable; default tcp://127.0.0.1:5556)")
     p.add_argument("--db", default=None, metavar="URL",
-                   help="sqlite:///PATH or postgresql://USER@HOST/DB (default: history.sqlite3 in the state directory)")
+                   help="sqlite:////ABS/PATH, sqlite:///REL/PATH or postgresql://USER@HOST/DB "
+                        "(default: history.sqlite3 in the state directory)")
     p.add_argument("--keep-days", type=float, default=None, metavar="N", help="days raw windows are kept (default 14)")
     p.add_argument("--server-key", default=None, help="CURVE: the publishers' public key file")
     p.add_argument("--client-key", default=None, help="CURVE: this recorder's secret key file")
@@ -56,8 +57,9 @@ def load_record_settings(args: argparse.Namespace) -> RecordSettings:
 
 
 def record_command(args: argparse.Namespace) -> int:
+    from serd.record.journal import Journal, journal_path
     from serd.record.recorder import Recorder
-    from serd.record.store import StoreError, default_url, open_store
+    from serd.record.store import StoreError, default_state_dir, default_url, open_store
     from serd.record.writer import WriterSettings
     from serd.subcommand import import_extra
 
@@ -82,7 +84,8 @@ def record_command(args: argparse.Namespace) -> int:
             store, list(settings.connect),
             WriterSettings(flush_s=settings.flush_s, batch_rows=settings.batch_rows, queue_rows=settings.queue_rows,
                            keep_days=settings.keep_days, keep_aggregate_days=settings.keep_aggregate_days),
-            settings.server_key and Path(settings.server_key), settings.client_key and Path(settings.client_key))
+            settings.server_key and Path(settings.server_key), settings.client_key and Path(settings.client_key),
+            journal=Journal(journal_path(default_state_dir(), store.identity)))
         if metrics is not None:
             try:
                 server = metrics.serve(metrics.RecorderMetrics(recorder).registry, full.metrics.record_bind,
@@ -93,8 +96,9 @@ def record_command(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, recorder.request_stop)
         code = recorder.run()
-        if code and recorder.writer.error is not None:
-            print(f"serd: {recorder.writer.error}", file=sys.stderr)
+        outcome = recorder.writer.outcome()
+        if outcome:
+            print(f"serd: {outcome}", file=sys.stderr)
         return code
     except StoreError as exc:
         print(f"serd: {exc}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """`serd history`: windows or aggregates out of the history database as a table, CSV or JSON lines,
-and `--delete ROOM --before WHEN` to remove a room's history."""
+streamed (a week of twenty rooms is never held in memory), and `--delete ROOM --before WHEN` to
+remove a room's history (`--dry-run` first; it asks on a terminal, and needs `--yes` elsewhere)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from serd.record.store import describe_url
 from serd.record.when import EVERY, iso_local, parse_when
 from serd.subcommand import add_command
 
 WINDOW_FIELDS = ("device", "session", "seq", "time", "captured_at", "start_s", "end_s", "speech", "level_dbfs",
                  "label", "confidence", "model", "arousal", "smoothed_arousal")
+ROOMS_LISTED = 10
+"""Rooms named in an unknown-room error, at most."""
 AGGREGATE_FIELDS = ("device", "start", "recorded_s", "speech_s", "speech_fraction", "windows", "speech_windows",
                     "level_dbfs", "arousal", "label")
 
@@ -29,7 +33,8 @@ def add_parser(subparsers) -> None:
         ("serd history --since 2h",
          "serd history room-101 --since yesterday --until today --csv > room-101.csv",
          "serd history --every 1h --since 7d --json",
-         "serd history --delete room-101 --before 2026-11-01"),
+         "serd history --delete room-101 --before 2026-11-01 --dry-run",
+         "serd history --delete room-101 --before 2026-11-01 --yes"),
     )
     p.add_argument("room", nargs="?", default=None, help="device id (default: every room)")
     p.add_argument("--db", default=None, metavar="URL", help="history database (default: as serd record)")
@@ -41,8 +46,13 @@ def add_parser(subparsers) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="CSV with a header row (probabilities one column each)")
     out.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--delete", default=None, metavar="ROOM", help="delete ROOM's history before --before")
-    p.add_argument("--before", default=None, metavar="WHEN", help="with --delete: delete what is older than this (with --since: only from then on)")
+    p.add_argument("--delete", nargs="?", const="", default=None, metavar="ROOM",
+                   help="delete ROOM's history (ROOM here or as the first argument) before --before")
+    p.add_argument("--before", default=None, metavar="WHEN",
+                   help="with --delete: delete what is older than this (with --since: only from then on)")
+    p.add_argument("--dry-run", action="store_true", help="with --delete: say what would be deleted, delete nothing")
+    p.add_argument("--yes", action="store_true",
+                   help="with --delete: do not ask (needed when stdin is not a terminal)")
     p.set_defaults(func=history_command)
 
 
@@ -58,8 +68,11 @@ def history_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 2
-    if args.delete is not None and before is None:
-        print("serd: --delete ROOM needs --before WHEN (e.g. --before now for all of it)", file=sys.stderr)
+    problem = _check_delete(args, since, before) if args.delete is not None else (
+        "--dry-run and --yes go with --delete" if args.dry_run or args.yes else
+        _reversed("--since", since, "--until", until) if args.since is not None else None)
+    if problem:
+        print(f"serd: {problem}", file=sys.stderr)
         return 2
     try:
         store = open_store(args.db or default_url())
@@ -70,10 +83,13 @@ def history_command(args: argparse.Namespace) -> int:
         store.check_schema()
         if args.delete is not None:
             return _delete(store, args, before, since if args.since is not None else None)
+        if args.room is not None and args.room not in queries.room_names(store):
+            print(f"serd: {_unknown_room(store, args.room)}", file=sys.stderr)
+            return 2
         span = queries.Range(since, until, args.room)
         labels = queries.labels(store, span)
         if args.every:
-            rows = queries.aggregates(store, span, EVERY[args.every])
+            rows = queries.iter_aggregates(store, span, EVERY[args.every])
             _print(rows, labels, AGGREGATE_FIELDS, args, time_field="start")
         else:
             _print(queries.iter_windows(store, span), labels, WINDOW_FIELDS, args, time_field="time", smoothed=True)
@@ -85,12 +101,66 @@ def history_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delete(store, args: argparse.Namespace, before: float, since: float | None) -> int:
-    from serd.record.writes import delete_history
+def _check_delete(args: argparse.Namespace, since: float, before: float | None) -> str | None:
+    """What is wrong with a --delete command line (before the database is opened), or None."""
+    if args.delete and args.room and args.delete != args.room:
+        return f"--delete {args.delete} and {args.room}: which room? (one room at a time)"
+    args.delete = args.delete or args.room
+    if not args.delete:
+        return "--delete needs a ROOM (serd history --delete ROOM --before WHEN)"
+    if before is None:
+        return "--delete ROOM needs --before WHEN (e.g. --before now for all of it)"
+    return _reversed("--since", since, "--before", before) if args.since is not None else None
 
-    counts = delete_history(store, args.delete, before, since)
+
+def _reversed(start_flag: str, start: float, end_flag: str, end: float) -> str | None:
+    if start < end:
+        return None
+    return (f"{start_flag} {iso_local(start)[:19]} is not before {end_flag} {iso_local(end)[:19]}: "
+            "an empty range (the later time goes last)")
+
+
+def _unknown_room(store, room: str) -> str:
+    from serd.record import queries
+
+    known = queries.room_names(store)
+    listed = ", ".join(known[:ROOMS_LISTED]) + (f" and {len(known) - ROOMS_LISTED} more" if len(known) > ROOMS_LISTED
+                                                 else "")
+    return f"no room {room!r} in {describe_url(store.url)} (rooms: {listed or 'none yet'})"
+
+
+def _delete(store, args: argparse.Namespace, before: float, since: float | None) -> int:
+    from serd.record import queries
+    from serd.record.writes import count_history, delete_history
+
+    room = args.delete
+    if room not in queries.room_names(store):
+        print(f"serd: {_unknown_room(store, room)}", file=sys.stderr)
+        return 2
+    span = f"{room}, {'from ' + iso_local(since)[:19] + ' ' if since is not None else ''}to {iso_local(before)[:19]}"
+    counts = count_history(store, room, before, since)
     what = ", ".join(f"{n} {table}" for table, n in counts.items())
-    print(f"deleted from {args.delete} before {iso_local(before)}: {what}")
+    if not any(counts.values()):
+        print(f"nothing to delete: {span} holds no history")
+        return 0
+    if args.dry_run:
+        print(f"would delete ({span}): {what}")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("serd: --delete asks before deleting, and stdin is not a terminal: add --yes "
+                  "(--dry-run shows what would go)", file=sys.stderr)
+            return 2
+        print(f"this deletes ({span}): {what}")
+        try:
+            answer = input("delete? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    counts = delete_history(store, room, before, since)
+    print(f"deleted ({span}): " + ", ".join(f"{n} {table}" for table, n in counts.items()))
     return 0
 
 
@@ -99,6 +169,7 @@ def _print(rows: Iterable[dict[str, Any]], labels: list[str], fields: tuple[str,
     """Rows (streamed) as JSON lines, CSV with a column per label, or a line each for a terminal."""
     if args.json:
         for row in rows:
+            row[f"{time_field}_iso"] = iso_local(row[time_field])
             print(json.dumps(row, separators=(",", ":"), allow_nan=False))
         return
     if args.csv:

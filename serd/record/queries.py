@@ -36,6 +36,11 @@ def rooms(store: Store) -> list[dict[str, Any]]:
     return [{"device": d, "first": float(first), "last": float(last) + HOUR_S} for d, first, last in rows]
 
 
+def room_names(store: Store) -> list[str]:
+    """Every room the database knows: with raw history (sessions) or summaries (hours)."""
+    return [d for (d,) in store.query("SELECT device FROM sessions UNION SELECT device FROM hours ORDER BY 1")]
+
+
 def iter_windows(store: Store, span: Range) -> Iterator[dict[str, Any]]:
     """Raw windows in the range, by room then time, with their probabilities as dicts, streamed."""
     where, params = span.where("time")
@@ -61,54 +66,70 @@ def labels(store: Store, span: Range) -> list[str]:
     return list(found)
 
 
-def gaps(store: Store, span: Range) -> list[dict[str, Any]]:
+def gaps(store: Store, span: Range, limit: int | None = None) -> list[dict[str, Any]]:
+    """The gaps in the range, by room and time; the first `limit` of them if given."""
     where, params = span.where("time")
+    cap = "" if limit is None else f" LIMIT {int(limit)}"
     rows = store.query(f"SELECT device, session, topic, reason, after_seq, missing, time FROM gaps WHERE {where} "
-                       "ORDER BY device, time", params)
+                       f"ORDER BY device, time{cap}", params)
     keys = ("device", "session", "topic", "reason", "after_seq", "missing", "time")
     return [dict(zip(keys, row)) for row in rows]
 
 
 def aggregates(store: Store, span: Range, every_s: int) -> list[dict[str, Any]]:
+    """`iter_aggregates` as a list, for answers known to be small (the dashboard bounds its steps)."""
+    return list(iter_aggregates(store, span, every_s))
+
+
+def iter_aggregates(store: Store, span: Range, every_s: int) -> Iterator[dict[str, Any]]:
     """Per room and step (`every_s`: 60, 3600 or 86400; steps start at local midnight): recorded
     and speech seconds and their ratio, mean level, mean arousal and mean probabilities (with
     their top label) of the speech windows. Minutes come from the per-minute table, hours and
-    days from the per-hour one (a day in a zone with a half-hour offset then starts 30 min off)."""
+    days from the per-hour one (a day in a zone with a half-hour offset then starts 30 min off).
+    Streamed: rows come by room and time, so a step is complete when the next one starts, and a
+    week of twenty rooms per minute (201,600 steps) is never held in memory."""
     period, period_s = ("minute", MINUTE_S) if every_s < HOUR_S else ("hour", HOUR_S)
     # Shift by the local UTC offset at the range's start so that hours and days are local.
     offset = utc_offset_s(span.since)
     lo = int(span.since // period_s) * period_s
     where, params = Range(lo, span.until, span.device).where(period)
-    rows = store.query(
+    rows = store.stream(
         f"SELECT device, ({period} + ?) / ?, windows, speech_windows, recorded_s, speech_s, level_sum, arousal_sum, "
         f"arousal_windows, prob_sums FROM {period}s WHERE {where} ORDER BY device, {period}",
         [offset, every_s, *params])
-    # Summed here, not in SQL: the label sums are JSON, and a week of twenty rooms is 3,360 hour rows.
-    buckets: dict[tuple[str, int], list] = {}
+    # Summed here, not in SQL: the label sums are JSON.
+    key: tuple[str, int] | None = None
+    bucket: list = []
     for device, b, *values, prob_sums in rows:
-        bucket = buckets.setdefault((device, int(b)), [0, 0, 0.0, 0.0, 0.0, 0.0, 0, {}])
+        if (device, int(b)) != key:
+            if key is not None:
+                yield _step(key, bucket, every_s, offset)
+            key, bucket = (device, int(b)), [0, 0, 0.0, 0.0, 0.0, 0.0, 0, {}]
         for i, value in enumerate(values):
             bucket[i] += value
         for label, total in json.loads(prob_sums).items():
             bucket[7][label] = bucket[7].get(label, 0.0) + total
-    out = []
-    for (device, b), (n, speech, recorded_s, speech_s, level_sum, arousal_sum, arousal_n, label_sums) in buckets.items():
-        probs = {label: _ratio(total, speech, 5) for label, total in label_sums.items()} if speech else None
-        probs = {label: p for label, p in probs.items() if p is not None} if probs else None
-        out.append({
-            "device": device,
-            "start": b * every_s - offset,
-            "recorded_s": _ratio(recorded_s, 1, 1),
-            "speech_s": _ratio(speech_s, 1, 1),
-            "speech_fraction": _ratio(speech_s, recorded_s, 4) if recorded_s else _ratio(speech, n, 4),
-            "windows": n,
-            "speech_windows": speech,
-            "level_dbfs": _ratio(level_sum, n, 2),
-            "arousal": _ratio(arousal_sum, arousal_n, 4),
-            "probs": probs or None,
-            "label": max(probs, key=probs.__getitem__) if probs else None,
-        })
-    return out
+    if key is not None:
+        yield _step(key, bucket, every_s, offset)
+
+
+def _step(key: tuple[str, int], bucket: list, every_s: int, offset: int) -> dict[str, Any]:
+    (device, b), (n, speech, recorded_s, speech_s, level_sum, arousal_sum, arousal_n, label_sums) = key, bucket
+    probs = {label: _ratio(total, speech, 5) for label, total in label_sums.items()} if speech else None
+    probs = {label: p for label, p in probs.items() if p is not None} if probs else None
+    return {
+        "device": device,
+        "start": b * every_s - offset,
+        "recorded_s": _ratio(recorded_s, 1, 1),
+        "speech_s": _ratio(speech_s, 1, 1),
+        "speech_fraction": _ratio(speech_s, recorded_s, 4) if recorded_s else _ratio(speech, n, 4),
+        "windows": n,
+        "speech_windows": speech,
+        "level_dbfs": _ratio(level_sum, n, 2),
+        "arousal": _ratio(arousal_sum, arousal_n, 4),
+        "probs": probs or None,
+        "label": max(probs, key=probs.__getitem__) if probs else None,
+    }
 
 
 def _ratio(total: float, count: float, digits: int) -> float | None:

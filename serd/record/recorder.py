@@ -16,6 +16,7 @@ from serd.config import EX_INTERRUPTED
 from serd.messages import EMOTION_PREFIX, STATUS_PREFIX, EmotionMessage, MessageError, decode
 from serd.notify import SystemdNotifier
 from serd.record.rows import EMOTION, STATUS, Tracker, status_row, window_row
+from serd.record.journal import Journal
 from serd.record.store import Store, describe_url
 from serd.record.writer import BatchWriter, WriterSettings
 from serd.record.writes import load_tracker
@@ -42,15 +43,17 @@ class RecorderCounts:
 
 class Recorder:
     def __init__(self, store: Store, endpoints: list[str], writer_settings: WriterSettings,
-                 server_key=None, client_key=None, notifier: SystemdNotifier | None = None) -> None:
+                 server_key=None, client_key=None, notifier: SystemdNotifier | None = None,
+                 journal: Journal | None = None) -> None:
         self.store = store
         self.endpoints = endpoints
         self.server_key = server_key
         self.client_key = client_key
         self.notifier = notifier or SystemdNotifier()
         self.counts = RecorderCounts()
+        self.writer = BatchWriter(store, writer_settings, journal)
+        self.writer.replay_journal()  # what an earlier run could not write, before the tracker reads the database
         self.tracker: Tracker = load_tracker(store)
-        self.writer = BatchWriter(store, writer_settings)
         self._stop = threading.Event()
         self.interrupted = False
         self.subscriber = None
@@ -131,6 +134,6 @@ class Recorder:
             self.notifier.stopping()
             self.writer.stop()
             _LOGGER.info("stopped: %s", self.summary())
-        if self.writer.error is not None:
+        if self.writer.error is not None or self.writer.lost:
             return 1
         return EX_INTERRUPTED if self.interrupted else 0

@@ -13,6 +13,7 @@ import abc
 import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -52,7 +53,7 @@ def default_state_dir() -> Path:
 
 
 def default_url() -> str:
-    return f"sqlite://{default_state_dir() / DB_FILE_NAME}"
+    return sqlite_url(default_state_dir() / DB_FILE_NAME)
 
 
 def describe_url(url: str) -> str:
@@ -64,16 +65,42 @@ def describe_url(url: str) -> str:
     return url
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file of a `sqlite://PATH` URL (`sqlite:///abs/path`) or a bare path; None for other schemes."""
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://"):]
-        if not path:
-            raise StoreError("sqlite:// needs a file path, e.g. sqlite:///var/lib/serd/history.sqlite3")
-        return Path(path)
-    if "://" in url:
-        return None
-    return Path(url)
+SQLITE_SCHEME = "sqlite://"
+SQLITE_FORMS = "sqlite:////ABSOLUTE/PATH or sqlite:///RELATIVE/PATH"
+
+
+def sqlite_url(path: Path) -> str:
+    """The `sqlite://` URL of a file (SQLAlchemy's convention: four slashes before an absolute path),
+    with the characters a URL would misread (`%`, `?`, `#`) percent-escaped."""
+    return SQLITE_SCHEME + "/" + urllib.parse.quote(str(path), safe="/")
+
+
+def sqlite_path(url: str, cwd: Path | None = None) -> Path | None:
+    """The file a `--db` value names, for `record`, `history` and the dashboard alike; None for
+    other schemes. SQLAlchemy's convention: `sqlite:////abs/path.db` is absolute,
+    `sqlite:///rel.db` is relative to the working directory; percent escapes are decoded (`%23`
+    for a `#` in a file name); a bare path is taken as it is."""
+    if not url.startswith(SQLITE_SCHEME):
+        return None if "://" in url else _absolute(Path(url), cwd)
+    rest = url[len(SQLITE_SCHEME):]
+    if not rest.startswith("/"):
+        raise StoreError(f"{url}: a sqlite URL has no host; expected {SQLITE_FORMS}")
+    rest = rest[1:]
+    for char, escape in (("?", "%3F"), ("#", "%23")):
+        if char in rest:
+            raise StoreError(f"{url}: {char!r} is not part of a sqlite URL's path (write {escape} for a {char} in a "
+                             f"file name); expected {SQLITE_FORMS}")
+    try:
+        path = urllib.parse.unquote(rest, errors="strict")
+    except UnicodeDecodeError:
+        raise StoreError(f"{url}: a percent escape that is not UTF-8; expected {SQLITE_FORMS}") from None
+    if not path or path.endswith("/"):
+        raise StoreError(f"{url}: no file name; expected {SQLITE_FORMS}")
+    return _absolute(Path(path), cwd)
+
+
+def _absolute(path: Path, cwd: Path | None) -> Path:
+    return path if path.is_absolute() else (cwd or Path.cwd()) / path
 
 
 class Store(abc.ABC):
@@ -112,6 +139,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close the connection."""
+
+    @property
+    def identity(self) -> str:
+        """Which database this is, without a password (it names the journal of rows kept for it)."""
+        return describe_url(self.url)
 
     # -- shared -------------------------------------------------------------------------------
     @contextmanager
@@ -221,7 +253,9 @@ class SqliteStore(Store):
         mode = "rwc" if self.create else "rw"
         try:
             # isolation_level=None: transactions are ours (BEGIN ... COMMIT), not the driver's guesses.
-            self.conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+            # A file: URI (for mode=) with the path percent-escaped: a `?` or `#` in it is part of the name.
+            uri = f"file:{urllib.parse.quote(str(path), safe='/')}?mode={mode}"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
                                         isolation_level=None, check_same_thread=False)
             # WAL: readers (serd history, the dashboard) never block the recorder, and a kill -9
             # loses at most the transaction being written. synchronous=NORMAL is safe in WAL
@@ -233,6 +267,10 @@ class SqliteStore(Store):
             self._identity = _file_identity(path)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
+
+    @property
+    def identity(self) -> str:
+        return str(self.path)
 
     def reopen_if_replaced(self) -> bool:
         # A deleted file stays writable through the open connection, and every row written into it
@@ -367,5 +405,19 @@ def open_store(url: str, create: bool = False) -> Store:
         return PostgresStore(url)
     path = sqlite_path(url)
     if path is None:
-        raise StoreError(f"{url.split('://', 1)[0]}://: unknown database (expected sqlite:///PATH or postgresql://...)")
+        raise StoreError(f"{url.split('://', 1)[0]}://: unknown database (expected {SQLITE_FORMS}, a file path, "
+                         "or postgresql://...)")
+    _refuse_the_old_absolute_form(url, path)
     return SqliteStore(url, path, create)
+
+
+def _refuse_the_old_absolute_form(url: str, path: Path) -> None:
+    """serd once read `sqlite:///var/lib/x.sqlite3` as the absolute path: where that file exists and the
+    relative one does not, say so rather than quietly start (or look for) another file."""
+    rest = url[len(SQLITE_SCHEME) + 1:] if url.startswith(SQLITE_SCHEME + "/") else ""
+    if not rest or rest.startswith("/") or path.exists():
+        return
+    absolute = Path("/" + urllib.parse.unquote(rest))
+    if absolute.exists():
+        raise StoreError(f"{url} is {path} (relative to the working directory, as in SQLAlchemy), which does not "
+                         f"exist; for {absolute} write {sqlite_url(absolute)}")

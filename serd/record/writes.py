@@ -126,14 +126,19 @@ def _add_to(store: Store, period: str, sums: dict[tuple[str, int], Sums]) -> Non
     store.executemany(ADD[period], rows)
 
 
-def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], float] | None = None) -> None:
-    """One transaction: raw rows and the aggregates they add to."""
+def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], float] | None = None,
+                skip_written: bool = False) -> None:
+    """One transaction: raw rows and the aggregates they add to. `skip_written`: leave out rows the
+    database already holds (a batch replayed from the journal, or retried after a failed COMMIT
+    that may have gone through), so that nothing is counted twice in the aggregates."""
     last_start = {} if last_start is None else last_start
-    per_period = {}
-    for period, period_s in PERIODS.items():
-        starts = dict(last_start)
-        per_period[period] = aggregate(batch.windows, starts, period_s)
     with store.transaction():
+        if skip_written:
+            batch = _unwritten(store, batch)
+        per_period = {}
+        for period, period_s in PERIODS.items():
+            starts = dict(last_start)
+            per_period[period] = aggregate(batch.windows, starts, period_s)
         for sql, rows in ((INSERT_SESSION, batch.sessions), (INSERT_WINDOW, batch.windows),
                           (INSERT_STATUS, batch.statuses), (INSERT_GAP, batch.gaps)):
             if rows:
@@ -145,6 +150,28 @@ def write_batch(store: Store, batch: Batch, last_start: dict[tuple[str, int], fl
     last_start.update(starts)
     for key in list(last_start)[:max(0, len(last_start) - MAX_TRACKED_DEVICES)]:
         del last_start[key]  # the least recently written sessions: a device that speaks again starts afresh
+
+
+def _unwritten(store: Store, batch: Batch) -> Batch:
+    """The batch without the windows, statuses and gaps the database already has."""
+    out = Batch(sessions=batch.sessions)
+    for table, rows, kept in (("windows", batch.windows, out.windows), ("statuses", batch.statuses, out.statuses)):
+        by_session: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+        for row in rows:
+            by_session[(row[0], row[1])].append(row)
+        for (device, session), group in by_session.items():
+            seqs = [row[2] for row in group]
+            have = {seq for (seq,) in store.query(f"SELECT seq FROM {table} WHERE device = ? AND session = ? AND "
+                                                  "seq >= ? AND seq <= ?", (device, session, min(seqs), max(seqs)))}
+            kept.extend(row for row in group if row[2] not in have)
+    have_gaps: set[tuple] = set()
+    for device in {row[0] for row in batch.gaps}:
+        times = [row[6] for row in batch.gaps if row[0] == device]
+        have_gaps.update(tuple(r) for r in store.query(
+            "SELECT device, session, topic, after_seq FROM gaps WHERE device = ? AND time >= ? AND time <= ?",
+            (device, min(times), max(times))))
+    out.gaps.extend(row for row in batch.gaps if tuple(row[:3]) + (row[4],) not in have_gaps)
+    return out
 
 
 def prune(store: Store, now: float, keep_days: float, keep_aggregate_days: float) -> None:
@@ -159,20 +186,30 @@ def prune(store: Store, now: float, keep_days: float, keep_aggregate_days: float
             store.execute(f"DELETE FROM {period}s WHERE {period} < ?", (aggregate_before,))
 
 
+def _history_ranges(device: str, before: float, since: float | None) -> list[tuple[str, str, float]]:
+    """(table, time column, start) of what deleting a room's history in [since, before) takes: raw rows
+    in the range, and the aggregates of every minute and hour that overlaps it."""
+    lo = float("-inf") if since is None else since
+    tables = [("windows", "time", lo), ("statuses", "time", lo), ("gaps", "time", lo)]
+    for period, period_s in PERIODS.items():
+        tables.append((f"{period}s", period, lo if since is None else int(since // period_s) * period_s))
+    return tables
+
+
+def count_history(store: Store, device: str, before: float, since: float | None = None) -> dict[str, int]:
+    """What `delete_history` would delete, per table (for --dry-run and the question before deleting)."""
+    return {table: store.query(f"SELECT COUNT(*) FROM {table} WHERE device = ? AND {column} >= ? AND {column} < ?",
+                               (device, start, before))[0][0]
+            for table, column, start in _history_ranges(device, before, since)}
+
+
 def delete_history(store: Store, device: str, before: float, since: float | None = None) -> dict[str, int]:
     """Delete a room's history in [since, before): raw windows, statuses, gaps, sessions and the
     aggregates of every minute and hour that overlaps the range (so nothing from it survives).
     Returns rows deleted per table."""
-    lo = float("-inf") if since is None else since
-    tables = [("windows", "time", lo), ("statuses", "time", lo), ("gaps", "time", lo)]
-    for period, period_s in PERIODS.items():
-        start = lo if since is None else int(since // period_s) * period_s
-        tables.append((f"{period}s", period, start))
-    counts: dict[str, int] = {}
     with store.transaction():
-        for table, column, start in tables:
-            counts[table] = store.query(f"SELECT COUNT(*) FROM {table} WHERE device = ? AND {column} >= ? AND "
-                                        f"{column} < ?", (device, start, before))[0][0]
+        counts = count_history(store, device, before, since)
+        for table, column, start in _history_ranges(device, before, since):
             store.execute(f"DELETE FROM {table} WHERE device = ? AND {column} >= ? AND {column} < ?",
                           (device, start, before))
         # A session goes once none of its windows or statuses is left.

@@ -19,7 +19,7 @@ from helpers_record import emotion
 from helpers_service import STARTUP_S, ServeProcess, assert_one_line_error, get_json
 from serd.messages import encode
 from serd.record.recorder import Recorder
-from serd.record.store import open_store
+from serd.record.store import open_store, sqlite_url
 from serd.record.writer import WriterSettings
 from serd.record.writes import write_batch
 
@@ -33,7 +33,7 @@ def history_db():
     """A room's last few minutes, then its minute and hour level sums made infinite (as an older
     serd stored them after +1e308 and -1e308 dBFS): (workdir, url)."""
     with short_tmpdir("serd-hostile-history-") as workdir:
-        url = f"sqlite://{workdir}/history.sqlite3"
+        url = sqlite_url(workdir / "history.sqlite3")
         store = open_store(url, create=True)
         store.migrate()
         recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())

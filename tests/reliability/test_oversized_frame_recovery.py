@@ -24,6 +24,7 @@ import zmq
 from helpers_daemon import short_tmpdir
 from helpers_record import TestPublisher, emotion, start_recorder, wait_for_rows
 from helpers_reliability import REPO_ROOT, DashboardProcess, free_tcp_port, serd_env
+from serd.record.store import sqlite_url
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -62,7 +63,7 @@ def oversized_then_valid(endpoint: str, frame_bytes: int, topics: int) -> None:
 def test_record_hears_a_new_publisher_after_an_oversized_frame():
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     with short_tmpdir("serd-oversize-record-") as workdir:
-        url = f"sqlite://{workdir}/history.sqlite3"
+        url = sqlite_url(workdir / "history.sqlite3")
         recorder = start_recorder(workdir, url, endpoint)
         try:
             oversized_then_valid(endpoint, 70 * 1024, topics=2)
