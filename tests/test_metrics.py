@@ -26,6 +26,7 @@ from helpers_daemon import (
 )
 from helpers_record import TestPublisher, emotion, start_recorder, status, wait_for_rows
 from serd.config import EX_CONFIG
+from serd.record.store import sqlite_url
 
 parser = pytest.importorskip("prometheus_client.parser", reason="pip install -e '.[metrics]'")
 
@@ -151,7 +152,7 @@ def test_room_arousal_is_an_opt_in_gauge(workdir):
 
 def test_recorder_counts_rows_written(workdir):
     port, endpoint = free_tcp_port(), f"tcp://127.0.0.1:{free_tcp_port()}"
-    url = f"sqlite://{workdir / 'h.sqlite3'}"
+    url = sqlite_url(workdir / 'h.sqlite3')
     publisher = TestPublisher(endpoint)
     with start_recorder(workdir, url, endpoint, "--metrics", f"127.0.0.1:{port}") as recorder:
         publisher.wait_subscribed()
