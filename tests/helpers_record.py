@@ -18,14 +18,18 @@ BACKENDS = ("sqlite", "postgresql")
 WAIT_ROWS_S = 60.0
 
 
-@pytest.fixture(scope="session")
-def pg_server_url():
+def _need_postgresql() -> None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
     if server_bin_dir() is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql); CI installs them")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    _need_postgresql()
     with throwaway_cluster() as cluster:
         yield cluster.url
 
@@ -33,12 +37,7 @@ def pg_server_url():
 @pytest.fixture
 def pg_cluster():
     """A cluster of the test's own, to stop and start (the session's one stays up for the others)."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
-    if server_bin_dir() is None:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql); CI installs them")
+    _need_postgresql()
     with throwaway_cluster() as cluster:
         yield cluster
 
