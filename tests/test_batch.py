@@ -179,7 +179,12 @@ def _children(pid: int) -> set[int]:
 
 
 def test_ctrl_c_stops_analyze_and_its_workers(tiny_model_int8, recordings, tmp_path):
-    files = [str(p) for p in recordings[:-2]] * 60  # minutes of work: it must be cut short
+    # Short clips first (the first group answers within seconds), then 20 minutes of audio each for 40 files:
+    # far more work than the test waits for, however fast the machine (60 copies of the clips took 3 s).
+    long_recording = tmp_path / "long.wav"
+    clip = load_clip(recordings[0])
+    write_pcm16_wav(long_recording, np.tile(clip, int(1200 * MODEL_RATE / clip.shape[0]) + 1))
+    files = [str(p) for p in recordings[:-2]] + [str(long_recording)] * 40
     proc = subprocess.Popen(serd_cmd("analyze", "--json", "--jobs", "2", "--model", tiny_model_int8, *files),
                             cwd=tmp_path, env=serd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
