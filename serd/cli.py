@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     # Until the daemon installs its own handlers: a SIGTERM during start-up is a clean exit.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Ctrl-C (SIGINT) ends every command with 130, also one started from a script in the background,
+    # where the shell hands it SIGINT ignored and Python would keep it so (`serd analyze` in CI did).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     # Under systemd the journal adds timestamps; on a terminal they are noise.
     logging.basicConfig(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -102,9 +101,6 @@ def listen_command(args: argparse.Namespace) -> int:
         return 1
     live_view = sys.stdout.isatty() and not args.json
     where = ", ".join(endpoints)
-    # Ctrl-C (SIGINT) ends it with 130 as it ends every serd command, also when it was started from a
-    # script in the background, where the shell hands it SIGINT ignored and Python would keep it so.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     devices: dict[str, DeviceView] = {}
     last_seq: dict[str, int] = {}
     emotions = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -51,6 +52,12 @@ def serd_env(**extra: str) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra)
     return env
+
+
+def ignore_sigint() -> None:
+    """A Popen preexec_fn: start the child as a shell starts a background job of a script, SIGINT
+    ignored. Ctrl-C tests use it: a command must still end on SIGINT (CI runs the suite that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from helpers_daemon import (
     DaemonProcess,
     Subscriber,
     assert_no_traceback,
+    ignore_sigint,
     run_serd,
     serd_cmd,
     serd_env,
@@ -68,7 +69,8 @@ def test_a_second_daemon_refused_on_a_live_ipc_endpoint_leaves_the_first_one_s_f
 
 def test_ctrl_c_ends_listen_with_130(workdir: Path):
     listen = subprocess.Popen(serd_cmd("listen", "--json", "--connect", f"ipc://{workdir}/nobody.ipc"), cwd=workdir,
-                              env=serd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=serd_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=ignore_sigint)  # noqa: PLW1509
     try:
         first = listen.stderr.readline()  # listen is in its loop once it says where it waits
         assert first.startswith("waiting for messages on "), first
@@ -86,7 +88,7 @@ def test_ctrl_c_ends_listen_with_130(workdir: Path):
 def test_ctrl_c_ends_the_dashboard_with_130(workdir: Path):
     dashboard = subprocess.Popen(serd_cmd("dashboard", "--listen", "127.0.0.1:0", "--connect", f"ipc://{workdir}/x.ipc"),
                                  cwd=workdir, env=serd_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 text=True)
+                                 text=True, preexec_fn=ignore_sigint)  # noqa: PLW1509
     try:
         for line in dashboard.stderr:  # serving once it says so
             if "serving on" in line:
