@@ -158,8 +158,9 @@ def test_history_rejects_a_bad_time_in_one_line(workdir):
     assert done.returncode == 2 and len(serd_lines(done.stderr)) == 1 and "expected an ISO date" in done.stderr
 
 
-def _two_rooms(workdir: Path) -> str:
-    """keep and gone: 20 windows each, one an hour from three days ago, written by the recorder's own code."""
+def _two_rooms(workdir: Path, windows: int = 20, every_s: float = 3600) -> str:
+    """keep and gone: 20 windows each (or `windows`), one an hour (or every `every_s`) from three days ago,
+    written by the recorder's own code."""
     from serd.messages import encode
     from serd.record.recorder import Recorder
     from serd.record.writer import WriterSettings
@@ -171,9 +172,11 @@ def _two_rooms(workdir: Path) -> str:
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
     t0 = time.time() - 3 * 86400
     for device in ("keep", "gone"):
-        for i in range(20):
-            recorder.handle(encode(emotion(device, i, t0 + i * 3600)))
-    write_batch(store, recorder.writer._take())
+        for i in range(windows):
+            recorder.handle(encode(emotion(device, i, t0 + i * every_s)))
+    last_start: dict = {}
+    while batch := recorder.writer._take():
+        write_batch(store, batch, last_start)
     store.close()
     return url
 
@@ -186,6 +189,17 @@ def test_history_delete_removes_a_rooms_history(workdir):
     assert stored_seqs(url, "gone") == [] and len(stored_seqs(url, "keep")) == 20
     done = run_serd(["history", "--db", url, "--delete", "keep"], cwd=workdir, input=b"")
     assert done.returncode == 2 and "--before" in done.stderr
+
+
+def test_history_delete_gives_the_disk_space_back(workdir):
+    url = _two_rooms(workdir, windows=5000, every_s=0.5)
+    path = workdir / "h.sqlite3"
+    full = path.stat().st_size
+    done = run_serd(["history", "--db", url, "--delete", "gone", "--before", "now", "--yes"], cwd=workdir, input=b"")
+    assert done.returncode == 0, done.stderr
+    assert "5000 windows" in done.stdout and "MB of disk given back" in done.stdout, done.stdout
+    assert path.stat().st_size < 0.7 * full, (full, path.stat().st_size)
+    assert len(stored_seqs(url, "keep")) == 5000
 
 
 def test_history_delete_dry_run_says_what_would_go_and_deletes_nothing(workdir):

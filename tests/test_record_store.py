@@ -38,8 +38,9 @@ def record(store, messages) -> Recorder:
         from serd.messages import encode
 
         recorder.handle(encode(m))
-    batch = recorder.writer._take()
-    write_batch(store, batch)
+    last_start: dict = {}
+    while batch := recorder.writer._take():  # a batch is at most batch_rows: all of them
+        write_batch(store, batch, last_start)
     return recorder
 
 
@@ -211,6 +212,94 @@ def test_retention_keeps_raw_windows_for_keep_days_and_aggregates_for_a_year(sto
     for every in (60, 3600):
         kept = queries.aggregates(store, queries.Range(0, now), every)
         assert len(kept) == 2  # the 20-day-old window survives as an aggregate; the 366-day-old one is gone
+
+
+def test_retention_says_what_it_removed_and_prunes_sessions_left_empty(store):
+    day = 86400
+    now = T0 + 400 * day
+    record(store, [emotion("gone", 0, now - 370 * day), emotion("quiet", 0, now - 20 * day),
+                   emotion("live", 0, now - 380 * day), emotion("live", 1, now - 1 * day)])
+    removed = prune(store, now, keep_days=14, keep_aggregate_days=365)
+    assert removed["windows"] == 3 and removed["minutes"] == 2 and removed["hours"] == 2
+    # "gone": nothing of it left and begun before the aggregates' year. "quiet": its aggregates are
+    # kept, so is its session. "live": begun 380 days ago, but a daemon running that long keeps it.
+    assert removed["sessions"] == 1
+    assert {r[0] for r in store.query("SELECT device FROM sessions")} == {"quiet", "live"}
+    assert not any(prune(store, now, keep_days=14, keep_aggregate_days=365).values())  # nothing twice
+
+
+def many_windows(device: str, n: int, t0: float) -> list:
+    return [emotion(device, i, t0 + i * 0.5) for i in range(n)]
+
+
+def file_bytes(url: str) -> int:
+    from serd.record.store import sqlite_path
+
+    return sqlite_path(url).stat().st_size
+
+
+def test_a_sqlite_file_shrinks_after_a_delete(tmp_path):
+    """A new file has incremental auto-vacuum: deleted history gives its disk space back."""
+    url = sqlite_url(tmp_path / "h.sqlite3")
+    store = open_store(url, create=True)
+    store.migrate()
+    assert store.query("PRAGMA auto_vacuum")[0][0] == 2  # incremental
+    record(store, many_windows("a", 6000, T0) + many_windows("b", 600, T0))
+    store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = file_bytes(url)
+    delete_history(store, "a", T0 + 6000)
+    freed = store.reclaim_space()
+    assert file_bytes(url) < 0.3 * full, (full, file_bytes(url))
+    assert freed == full - file_bytes(url)
+    assert len(queries.windows(store, queries.Range(0, T0 + 6000, "b"))) == 600
+    assert store.reclaim_space() == 0  # nothing more to give back
+    store.close()
+
+
+def test_a_file_made_without_auto_vacuum_is_rewritten_once_then_shrinks(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # as serd before this release made it: auto_vacuum off
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE early (x INTEGER)")
+    url = sqlite_url(path)
+    store = open_store(url, create=True)
+    store.migrate()
+    assert store.query("PRAGMA auto_vacuum")[0][0] == 0
+    record(store, many_windows("a", 6000, T0) + many_windows("b", 600, T0))
+    store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = file_bytes(url)
+    delete_history(store, "b", T0 + 6000)  # a tenth: not worth rewriting the file for
+    assert store.reclaim_space() == 0 and file_bytes(url) == full
+    delete_history(store, "a", T0 + 6000)
+    assert store.reclaim_space() > 0
+    assert file_bytes(url) < 0.3 * full
+    assert store.query("PRAGMA auto_vacuum")[0][0] == 2  # from now on, incremental
+    store.close()
+
+
+def test_the_writers_retention_logs_what_it_removed_and_gives_the_space_back(tmp_path, caplog):
+    url = sqlite_url(tmp_path / "h.sqlite3")
+    store = open_store(url, create=True)
+    store.migrate()
+    old = T0 - 30 * 86400
+    record(store, many_windows("a", 4000, old))
+    store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = file_bytes(url)
+    writer = BatchWriter(store, WriterSettings(flush_s=0.05, keep_days=14, prune_every_s=0.0))
+    with caplog.at_level("INFO", logger="serd.record.writer"):
+        writer.start()
+        deadline = time.monotonic() + WAIT_S
+        while "retention removed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        writer.stop()
+    assert writer.error is None
+    lines = [r.getMessage() for r in caplog.records if "retention removed" in r.getMessage()]
+    assert lines and lines[0].startswith("retention removed 4000 windows"), caplog.text
+    assert "MB of disk given back" in lines[0], lines[0]
+    assert file_bytes(url) < 0.5 * full
+    store.close()
 
 
 def test_delete_a_rooms_history_before_a_time(store):

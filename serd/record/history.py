@@ -160,7 +160,9 @@ def _delete(store, args: argparse.Namespace, before: float, since: float | None)
             print("nothing deleted")
             return 1
     counts = delete_history(store, room, before, since)
-    print(f"deleted ({span}): " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    freed = store.reclaim_space()
+    print(f"deleted ({span}): " + ", ".join(f"{n} {table}" for table, n in counts.items())
+          + (f"; {freed / 1e6:.1f} MB of disk given back" if freed else ""))
     return 0
 
 

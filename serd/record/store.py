@@ -25,6 +25,8 @@ _LOGGER = logging.getLogger(__name__)
 
 DB_FILE_NAME = "history.sqlite3"
 SQLITE_BUSY_TIMEOUT_S = 5.0
+SQLITE_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental
+SQLITE_VACUUM_FREE_SHARE = 0.25  # a file without incremental auto-vacuum is rewritten once this share is free
 """A writer waits this long for another writer (e.g. `serd history --delete`) before giving up on a batch."""
 PG_CONNECT_TIMEOUT_S = 10
 STREAM_ROWS = 2000
@@ -140,6 +142,11 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    def reclaim_space(self) -> int:
+        """After large deletes: give the freed space back to the filesystem where the database keeps it
+        (a SQLite file); bytes given back. PostgreSQL's autovacuum reuses the space by itself."""
+        return 0
+
     @property
     def identity(self) -> str:
         """Which database this is, without a password (it names the journal of rows kept for it)."""
@@ -159,8 +166,9 @@ class Store(abc.ABC):
                 raise self._error(exc) from exc
             raise
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._guard(self._execute, sql, params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the rows it changed (-1 where the driver cannot tell)."""
+        return self._guard(self._execute, sql, params).rowcount
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._guard(self._executemany, sql, rows)
@@ -257,6 +265,10 @@ class SqliteStore(Store):
             uri = f"file:{urllib.parse.quote(str(path), safe='/')}?mode={mode}"
             self.conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
                                         isolation_level=None, check_same_thread=False)
+            # Incremental auto-vacuum: retention and --delete can give freed pages back to the filesystem
+            # (reclaim_space). Before WAL: it takes effect in a file not yet written; an older file has it recorded
+            # here and gets it from the one full VACUUM reclaim_space runs there.
+            self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             # WAL: readers (serd history, the dashboard) never block the recorder, and a kill -9
             # loses at most the transaction being written. synchronous=NORMAL is safe in WAL
             # against a crashed process; only a power cut can lose the last committed batches.
@@ -306,6 +318,35 @@ class SqliteStore(Store):
 
     def _has_table(self, name):
         return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def reclaim_space(self) -> int:
+        size_before = self._file_bytes()
+        try:
+            free_pages = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if not free_pages:
+                return 0
+            if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == SQLITE_INCREMENTAL:
+                # executescript: it steps the statement to its end; execute() frees one page a step.
+                self.conn.executescript("PRAGMA incremental_vacuum;")
+            elif free_pages >= SQLITE_VACUUM_FREE_SHARE * self.conn.execute("PRAGMA page_count").fetchone()[0]:
+                # A file made before serd set incremental auto-vacuum: one full VACUUM rewrites it with it
+                # (it needs room for a copy of the file; on a full disk it fails and the file stays as it is).
+                _LOGGER.info("%s: rewriting the file once (VACUUM) so that deleted history frees disk space",
+                             self.path)
+                self.conn.execute("VACUUM")
+            else:
+                return 0
+            # In WAL mode the file shrinks at a checkpoint: now, not at some later one.
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return max(0, size_before - self._file_bytes())
+
+    def _file_bytes(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
 
     def _is_driver_error(self, exc):
         return isinstance(exc, sqlite3.Error)

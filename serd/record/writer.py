@@ -348,7 +348,11 @@ class BatchWriter(threading.Thread):
             return
         self._next_prune = now + self.settings.prune_every_s
         try:
-            prune(self.store, time.time(), self.settings.keep_days, self.settings.keep_aggregate_days)
+            removed = prune(self.store, time.time(), self.settings.keep_days, self.settings.keep_aggregate_days)
+            freed = self.store.reclaim_space() if any(removed.values()) else 0
+            if any(removed.values()):
+                _LOGGER.info("retention removed %s%s", ", ".join(f"{n} {table}" for table, n in removed.items() if n),
+                             f"; {freed / 1e6:.1f} MB of disk given back" if freed else "")
         except StoreError as exc:
             if not exc.transient:
                 self.error = exc

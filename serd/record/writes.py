@@ -174,16 +174,31 @@ def _unwritten(store: Store, batch: Batch) -> Batch:
     return out
 
 
-def prune(store: Store, now: float, keep_days: float, keep_aggregate_days: float) -> None:
-    """Retention: raw windows and statuses for `keep_days`, aggregates, gaps and sessions for `keep_aggregate_days`."""
+def prune(store: Store, now: float, keep_days: float, keep_aggregate_days: float) -> dict[str, int]:
+    """Retention: raw windows and statuses for `keep_days`; aggregates, gaps and sessions for
+    `keep_aggregate_days` (a session once none of its rows is left). Returns rows deleted per table."""
     raw_before = now - keep_days * DAY_S
     aggregate_before = now - keep_aggregate_days * DAY_S
     with store.transaction():
-        store.execute("DELETE FROM windows WHERE time < ?", (raw_before,))
-        store.execute("DELETE FROM statuses WHERE time < ?", (raw_before,))
-        store.execute("DELETE FROM gaps WHERE time < ?", (aggregate_before,))
+        removed = {
+            "windows": store.execute("DELETE FROM windows WHERE time < ?", (raw_before,)),
+            "statuses": store.execute("DELETE FROM statuses WHERE time < ?", (raw_before,)),
+            "gaps": store.execute("DELETE FROM gaps WHERE time < ?", (aggregate_before,)),
+        }
         for period in PERIODS:
-            store.execute(f"DELETE FROM {period}s WHERE {period} < ?", (aggregate_before,))
+            removed[f"{period}s"] = store.execute(f"DELETE FROM {period}s WHERE {period} < ?", (aggregate_before,))
+        removed["sessions"] = _delete_empty_sessions(store, aggregate_before)
+    return removed
+
+
+def _delete_empty_sessions(store: Store, started_before: float, device: str | None = None) -> int:
+    """Sessions begun before `started_before` none of whose windows or statuses is left (a daemon
+    running for months keeps its session: its recent rows are there)."""
+    where, params = ("device = ? AND ", (device, started_before)) if device is not None else ("", (started_before,))
+    return store.execute(f"DELETE FROM sessions WHERE {where}started_at < ? AND NOT EXISTS "
+                         "(SELECT 1 FROM windows w WHERE w.device = sessions.device AND w.session = sessions.session) "
+                         "AND NOT EXISTS (SELECT 1 FROM statuses s WHERE s.device = sessions.device "
+                         "AND s.session = sessions.session)", params)
 
 
 def _history_ranges(device: str, before: float, since: float | None) -> list[tuple[str, str, float]]:
@@ -212,11 +227,7 @@ def delete_history(store: Store, device: str, before: float, since: float | None
         for table, column, start in _history_ranges(device, before, since):
             store.execute(f"DELETE FROM {table} WHERE device = ? AND {column} >= ? AND {column} < ?",
                           (device, start, before))
-        # A session goes once none of its windows or statuses is left.
-        store.execute("DELETE FROM sessions WHERE device = ? AND started_at < ? AND NOT EXISTS "
-                      "(SELECT 1 FROM windows w WHERE w.device = sessions.device AND w.session = sessions.session) "
-                      "AND NOT EXISTS (SELECT 1 FROM statuses s WHERE s.device = sessions.device "
-                      "AND s.session = sessions.session)", (device, before))
+        _delete_empty_sessions(store, before, device)
     return counts
 
 
