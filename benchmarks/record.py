@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from run import pin_to_one_core, proc_cpu_seconds, proc_rss_mb  # noqa: E402
+from peak_rss import peak_rss_mb  # noqa: E402  (tests/peak_rss.py, on the path run.py sets)
 
 from serd.messages import EmotionMessage, StatusMessage, encode  # noqa: E402
 from serd.record import queries  # noqa: E402
@@ -250,15 +251,11 @@ def export_rss(url: str, rooms: int, fill: bool = True) -> dict[str, dict[str, f
     out = {}
     for name, args in EXPORTS.items():
         t = time.perf_counter()
-        with open(os.devnull, "wb") as devnull:
-            child = subprocess.Popen([sys.executable, "-m", "serd", "history", "--db", url, *args], env=env,
-                                     stdout=devnull, stderr=subprocess.PIPE)
-            _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
-            raise RuntimeError(f"serd history {' '.join(args)}: {child.stderr.read().decode()}")
-        child.stderr.close()
-        out[name] = {"rss_mb": usage.ru_maxrss / 1024, "seconds": time.perf_counter() - t}
+        rss_mb, done = peak_rss_mb([sys.executable, "-m", "serd", "history", "--db", url, *args], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"serd history {' '.join(args)}: {done.stderr.decode()}")
+        out[name] = {"rss_mb": rss_mb, "seconds": time.perf_counter() - t}
     return out
 
 

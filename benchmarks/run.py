@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from peak_rss import peak_rss_mb  # noqa: E402
 import sounds  # noqa: E402  (tests/sounds.py: where the corpora are, as the tests and vad_eval.py find them)
 DEMO = ROOT / "examples" / "demo.flac"
 BLOCK_S = 0.1
@@ -177,8 +178,6 @@ def seed_style_speed(clips: list[Path], n_labels: int) -> dict[str, float]:
 
 def long_file_memory(model_path: Path, clips: list[Path], minutes: float) -> dict[str, float]:
     """`serd analyze --jobs 1` of one recording of `minutes` (the clips over and over, with pauses): peak RSS and speed."""
-    import resource
-
     import soundfile
 
     tmp = Path(tempfile.mkdtemp(prefix="serd-long-"))
@@ -197,7 +196,7 @@ def long_file_memory(model_path: Path, clips: list[Path], minutes: float) -> dic
                 written += samples.size + pause.size
     cmd = [sys.executable, "-m", "serd", "analyze", "--json", "--jobs", "1", "--model", str(model_path), str(path)]
     t = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    rss_mb, done = peak_rss_mb(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     elapsed = time.perf_counter() - t
     path.unlink()
     tmp.rmdir()
@@ -205,7 +204,7 @@ def long_file_memory(model_path: Path, clips: list[Path], minutes: float) -> dic
         raise SystemExit(f"run.py: serd analyze of the long file failed: {done.stderr.strip()[-500:]}")
     windows = len(json.loads(done.stdout)["windows"])
     return {"audio_s": written / rate, "windows": windows, "seconds": elapsed, "x_realtime": written / rate / elapsed,
-            "rss_mb_max": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "rss_mb_max": rss_mb}
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -179,6 +179,12 @@ def test_a_corpus_without_disgust_never_makes_disgust_a_training_target(two_corp
                                        np.random.default_rng(0), crops_per_clip=1)
     assert targets.shape == (len(nemo), 7) and set(targets[:, 0].astype(int)) <= set(range(6)) - {disgust}
     assert (targets[:, 1 + disgust] == 0).all()
+    # --no-class-mask: the same windows, and disgust a wrong answer for nEMO's clips too
+    x_all, unmasked, _ = epoch_arrays(two_corpora, nemo, FeatureParams(), AugmentSettings.none(),
+                                      np.random.default_rng(0), crops_per_clip=1, class_mask=False)
+    np.testing.assert_array_equal(x_all, x)
+    np.testing.assert_array_equal(unmasked[:, 0], targets[:, 0])
+    assert (unmasked[:, 1:] == 1).all()
 
 
 def test_masked_loss_gives_a_missing_class_no_gradient():

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from peak_rss import peak_rss_mb
 from helpers_daemon import DaemonProcess, assert_no_traceback, run_serd, serd_cmd, serd_env, serd_lines
 from helpers_record import (LABELS, TestPublisher, db_url, emotion, pg_server_url, start_recorder,  # noqa: F401
                             status, stored_seqs, wait_for_rows)
 from serd.record.store import open_store, sqlite_path, sqlite_url
 
 WAIT_S = 60.0
+EXPORT_RSS_MB = 80  # issue 18's target for any export; measured 52-57 MB (benchmarks/RESULTS.md)
 
 
 def test_record_then_history_csv_holds_every_window_published(workdir, db_url):  # noqa: F811
@@ -380,21 +382,18 @@ def test_a_missing_key_file_is_a_config_error(workdir):
     assert_no_traceback(done.stderr)
 
 
-def _peak_rss_mb(args: list[str], cwd: Path) -> float:
+def _export_peak_mb(args: list[str], cwd: Path) -> float:
     """Peak RSS of `serd ARGS` run to its end, its output to /dev/null (as a user's export to a file)."""
-    with open(os.devnull, "wb") as devnull:
-        child = subprocess.Popen(serd_cmd(*args), cwd=cwd, env=serd_env(), stdout=devnull, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)
-    stderr = child.stderr.read().decode()
-    child.stderr.close()
-    assert os.waitstatus_to_exitcode(status) == 0, stderr
-    return usage.ru_maxrss / 1024
+    mb, done = peak_rss_mb(serd_cmd(*args), cwd=cwd, env=serd_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr
+    return mb
 
 
 def test_exports_are_streamed_so_their_memory_does_not_grow_with_the_range(workdir, db_url):  # noqa: F811
     """Eight times the rows (a week, not a day) cost the export next to no memory: no list of every row.
-    Measured: +0.0 MB streamed; held as one list, the extra 30,000 rows took +10 MB (per-minute CSV),
-    +13 MB (per-minute JSON) and +48 MB (raw windows, JSON)."""
+    Measured: 60-66 MB, +0.0 MB for the week; held as one list, the extra 30,000 rows took +47 MB (per-minute
+    CSV), +50 MB (per-minute JSON) and +80 MB (raw windows, JSON), past the 80 MB target."""
     from serd.messages import encode
     from serd.record.recorder import Recorder
     from serd.record.writer import WriterSettings
@@ -412,9 +411,9 @@ def test_exports_are_streamed_so_their_memory_does_not_grow_with_the_range(workd
     while batch := recorder.writer._take():
         write_batch(store, batch, last_start)
     store.close()
-    growth = {}
+    peaks = {}
     for export in (["--every", "1m", "--json"], ["--every", "1m", "--csv"], ["--json"]):
-        day, week = (_peak_rss_mb(["history", "--db", db_url, "--since", span, *export], workdir)
-                     for span in ("1d", "8d"))
-        growth[" ".join(export)] = week - day
-    assert all(mb < 5 for mb in growth.values()), growth
+        peaks[" ".join(export)] = [_export_peak_mb(["history", "--db", db_url, "--since", span, *export], workdir)
+                                   for span in ("1d", "8d")]
+    assert all(week - day < 5 for day, week in peaks.values()), peaks
+    assert all(week <= EXPORT_RSS_MB for _, week in peaks.values()), peaks

@@ -57,6 +57,9 @@ def add_train_parser(subparsers) -> None:
                    help="features: remove each mel band's mean per window (the channel's and voice's fixed colouring)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 32 (serd_cnn), 16 (study)")
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-3 (serd_cnn), 1e-3 (study)")
+    p.add_argument("--no-class-mask", dest="class_mask", action="store_false",
+                   help="a class a corpus has no clips of counts as a wrong answer for its clips (default: masked "
+                        "out of their loss)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
     p.add_argument("--augment-on", default="", help="comma-separated augmentations off by default to switch on (warp)")
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
@@ -132,6 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
         crops_per_clip=args.crops_per_clip,
         steps=args.steps,
         seed=args.seed,
+        class_mask=args.class_mask,
         augment=augment,
     )
     actors = set(comma_ints(args.actors)) or None

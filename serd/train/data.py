@@ -123,10 +123,12 @@ def epoch_arrays(
     rng: np.random.Generator,
     crops_per_clip: int = 2,
     logmel: LogMel | None = None,
+    class_mask: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, targets and sample weights for one epoch of training windows.
 
-    Targets are (class index, covered-class mask...) rows for `masked_cross_entropy`.
+    Targets are (class index, covered-class mask...) rows for `masked_cross_entropy`; without
+    `class_mask` every class counts for every clip (a class the corpus lacks is a wrong answer).
     """
     logmel = logmel or LogMel(params)
     weight_of = dict(zip(indices, corpus.class_weights(indices)))
@@ -142,5 +144,6 @@ def epoch_arrays(
         if augment.specaugment and rng.random() < 0.5:
             features = spec_augment(features, rng)
         x[row, :, :, 0] = features
-    targets = np.concatenate([corpus.y[order, None], corpus.covers[order]], axis=1).astype(np.float32)
+    covers = corpus.covers[order] if class_mask else np.ones_like(corpus.covers[order])
+    targets = np.concatenate([corpus.y[order, None], covers], axis=1).astype(np.float32)
     return x, targets, np.array([weight_of[i] for i in order], dtype=np.float32)

@@ -37,6 +37,8 @@ class FitSettings:
     """Optimiser steps to train for; overrides `epochs` (more data needs fewer passes)."""
     seed: int = 0
     hop_s: float = 0.5
+    class_mask: bool = True
+    """Mask a class a corpus lacks out of its clips' loss (False: it counts as a wrong answer there)."""
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     gate: GateSettings = field(default_factory=GateSettings)
 
@@ -131,7 +133,8 @@ def train_split(
 
     def make_epoch(seed: int):
         return epoch_arrays(
-            corpus, split.train, params, settings.augment, np.random.default_rng(seed), settings.crops_per_clip, logmel
+            corpus, split.train, params, settings.augment, np.random.default_rng(seed), settings.crops_per_clip, logmel,
+            settings.class_mask,
         )
 
     started = time.monotonic()
