@@ -122,6 +122,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
 
 
+def pytest_runtest_teardown(item) -> None:
+    """The two TFLite interpreters' native libraries never share the test process: loaded together,
+    tflite-runtime once failed to read a valid model ("vector::reserve") in CI. A test that needs
+    tflite-runtime runs it in a child (SERD_TFLITE_BACKEND=tflite-runtime)."""
+    if "tflite_runtime" in sys.modules and "ai_edge_litert" in sys.modules:
+        pytest.fail(f"{item.nodeid} left both TFLite interpreters loaded in the test process", pytrace=False)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Count the dataset-scale tests that did not run (reported last, by `pytest_unconfigure`)."""
     config.stash[CORPUS_SKIPS] = sum(
