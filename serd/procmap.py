@@ -8,10 +8,17 @@ or container without /dev/shm runs it too).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class WorkerError(RuntimeError):
@@ -30,7 +37,12 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int,
     try:
         for _ in range(min(jobs, len(items))):
             parent, child = context.Pipe()
-            process = context.Process(target=_serve, args=(child, fn, initializer, initargs), daemon=True)
+            # A forked worker holds copies of every parent-side end made so far, its own among them: it
+            # closes them, or a parent killed outright (SIGKILL, the OOM killer) leaves it blocked for
+            # good in a send that its own copy of the other end keeps from failing.
+            theirs = [parent] + [conn for _, conn in workers] if context.get_start_method() == "fork" else []
+            process = context.Process(target=_serve, args=(child, fn, initializer, initargs, theirs, os.getpid()),
+                                      daemon=True)
             process.start()
             child.close()
             workers.append((process, parent))
@@ -72,7 +84,11 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int,
             conn.close()
 
 
-def _serve(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., None], initargs: tuple) -> None:
+def _serve(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., None], initargs: tuple,
+           parent_ends: list[Connection], parent_pid: int) -> None:
+    for end in parent_ends:  # forked: copies of the parent's ends (a spawned worker is given none)
+        end.close()
+    _die_with_parent(parent_pid)
     failed: Exception | None = None
     try:
         initializer(*initargs)
@@ -90,3 +106,15 @@ def _serve(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[...
             conn.send((True, index, fn(item)))
         except Exception as exc:  # noqa: BLE001
             conn.send((False, index, exc))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this worker when the process that started it dies, however it dies; a worker
+    mid-way through an hour-long file would otherwise finish it for nobody."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: the closed pipe ends the worker at its next send
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)

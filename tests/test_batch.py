@@ -7,6 +7,7 @@ loud noise without a voice), the real Silero weights, the tiny real model; `serd
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -231,6 +232,35 @@ def test_ctrl_c_stops_analyze_and_its_workers(tiny_model_int8, recordings, tmp_p
     deadline = time.monotonic() + 5.0
     while any(Path(f"/proc/{w}").exists() and "zombie" not in _state(w) for w in workers):
         assert time.monotonic() < deadline, f"workers left running: {workers}"
+        time.sleep(0.05)
+
+
+def test_workers_end_when_analyze_is_killed_outright(tiny_model_int8, recordings, tmp_path):
+    """SIGKILL (the OOM killer, systemd's last resort) gives the main process no chance to stop its workers:
+    they must not work on for nobody, nor hang for good in a send to it (they did, holding the pipe's other end)."""
+    long_recording = tmp_path / "long.wav"
+    clip = load_clip(recordings[0])
+    write_pcm16_wav(long_recording, np.tile(clip, int(1200 * MODEL_RATE / clip.shape[0]) + 1))
+    files = [str(p) for p in recordings[:-2]] + [str(long_recording)] * 40
+    proc = subprocess.Popen(serd_cmd("analyze", "--json", "--jobs", "2", "--model", tiny_model_int8, *files),
+                            cwd=tmp_path, env=serd_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert json.loads(proc.stdout.readline())["file"] == files[0]
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        proc.kill()
+        proc.wait(timeout=SIGINT_EXIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 5.0
+    while any(Path(f"/proc/{w}").exists() and "zombie" not in _state(w) for w in workers):
+        if time.monotonic() > deadline:
+            for w in workers:  # not left behind for the rest of the suite
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w, signal.SIGKILL)
+            pytest.fail(f"workers left running after their parent was killed: {workers}")
         time.sleep(0.05)
 
 
