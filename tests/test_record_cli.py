@@ -146,6 +146,18 @@ def test_config_errors_are_one_line_exit_78(workdir, text, path):
     assert len(lines) == 1 and path in lines[0], done.stderr
 
 
+def test_keep_days_beyond_the_summaries_names_the_flag_and_the_limit(workdir):
+    """Issue 18: --keep-days 400 was blamed on record.keep_aggregate_days, which the user never set."""
+    done = run_serd(["record", "--keep-days", "400", "--db", sqlite_url(workdir / "h.db")], cwd=workdir)
+    assert done.returncode == 78
+    lines = serd_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("serd: config error: record.keep_days (--keep-days): expected at most "
+                               "record.keep_aggregate_days (365 days;"), lines[0]
+    assert "got 400;" in lines[0]
+    assert not (workdir / "h.db").exists()
+
+
 def test_history_without_a_database_says_so(workdir):
     done = run_serd(["history", "--db", sqlite_url(workdir / "none.sqlite3")], cwd=workdir)
     assert done.returncode == 1
