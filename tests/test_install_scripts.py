@@ -299,7 +299,8 @@ def test_install_dry_run_with_postgres_installs_the_extra(checkout, system_untou
 
 @pytest.mark.skipif(tomllib is None, reason="tomllib needs Python >= 3.11")
 def test_the_extras_the_installer_names_exist():
-    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
     named = re.findall(r"--with-(\w+)\) EXTRAS\+=\((\w+)\)", INSTALL.read_text(encoding="utf-8"))
     assert ("postgres", "postgres") in named
     for flag, extra in named:

@@ -205,7 +205,8 @@ def test_history_without_db_reads_the_services_database_when_the_user_has_none(w
 
     done = run_serd(history, cwd=workdir, env=env)  # neither: the error names the user's own file
     assert done.returncode == 1
-    assert serd_lines(done.stderr) == [f"serd: {mine}: no such history database (run `serd record` first, or give --db)"]
+    assert serd_lines(done.stderr) == [f"serd: {mine}: no such history database (run `serd record` first, "
+                                       "or give --db)"]
 
     _two_rooms(workdir, service / "history.sqlite3", ("room-svc",))
     done = run_serd(history, cwd=workdir, env=env)

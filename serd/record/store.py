@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,12 +90,19 @@ def _exists(path: Path) -> bool:
         return False
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+
 def describe_url(url: str) -> str:
-    """The URL without a password, for logs and errors."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
+    """The URL without a password (after `user:` or in a `password=` parameter), for logs and errors.
+    Every other parameter stays: libpq reads them (`?host=/run/postgresql`, `?passfile=`, `?service=`)."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    if "://" in url and "@" in url.split("://", 1)[1].split("?", 1)[0]:
         scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+        authority, query = rest.split("?", 1) if "?" in rest else (rest, None)
+        creds, host = authority.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" + ("" if query is None else f"?{query}")
     return url
 
 
