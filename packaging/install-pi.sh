@@ -5,11 +5,14 @@
 #   sudo ./packaging/install-pi.sh            install (or upgrade) and start serd
 #   ./packaging/install-pi.sh --dry-run       print what would be done, change nothing
 #   --with-metrics, --with-mqtt               also the serd[metrics] / serd[mqtt] extras
+#   --with-postgres                           also serd[postgres] (psycopg: serd record --db postgresql://...)
 #
 # What it does (safe to run again; an existing /etc/serd/config.yaml is kept):
 #   - apt: libportaudio2 (microphone) and python3-venv
 #   - the system user `serd` (no home, no login shell, in group audio)
 #   - /opt/serd/venv with serd and its dependencies, from binary wheels only
+#   - /usr/local/bin/serd, a link to /opt/serd/venv/bin/serd (serd on the PATH; a file
+#     already there that is not that link is left alone)
 #   - /opt/serd/models from the checkout's models/
 #   - /etc/serd/config.yaml from the checkout's config.yaml, if there is none yet
 #   - /etc/systemd/system/serd.service, enabled and (re)started
@@ -30,6 +33,7 @@ VENV=$PREFIX/venv
 MODELS_DIR=$PREFIX/models
 CONFIG_DIR=/etc/serd
 CONFIG=$CONFIG_DIR/config.yaml
+BIN_LINK=/usr/local/bin/serd   # uninstall-pi.sh removes it only while it is the link to $VENV/bin/serd
 UNIT_PATH=/etc/systemd/system/serd.service
 SERVICE_USER=serd
 MODEL_NAME=serd-emotion5-int8
@@ -40,13 +44,13 @@ START_WAIT_S=20       # how long to wait for the service to report it is running
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DRY_RUN=0
-EXTRAS=()             # optional extras: metrics (Prometheus), mqtt (Home Assistant)
+EXTRAS=()             # optional extras: metrics (Prometheus), mqtt (Home Assistant), postgres (psycopg)
 BUILD_DIR=""
 # Root's umask may be 077; the service user must be able to read the venv and models.
 umask 022
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "$0"
+    sed -n '2,9s/^# \{0,1\}//p' "$0"
 }
 
 say() { printf '==> %s\n' "$*"; }
@@ -70,6 +74,7 @@ while [[ $# -gt 0 ]]; do
         --dry-run|-n) DRY_RUN=1; shift ;;
         --with-metrics) EXTRAS+=(metrics); shift ;;
         --with-mqtt) EXTRAS+=(mqtt); shift ;;
+        --with-postgres) EXTRAS+=(postgres); shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -171,11 +176,26 @@ install_venv() {
     # checks that they all have aarch64 wheels); serd itself is built from source.
     local target=$BUILD_DIR/src
     if [[ ${#EXTRAS[@]} -gt 0 ]]; then
-        # prometheus-client and paho-mqtt are pure Python wheels.
+        # prometheus-client and paho-mqtt are pure Python wheels; psycopg-binary has aarch64
+        # CPython 3.11 wheels (packaging/check-pi-wheels.sh).
         target="${target}[$(IFS=,; echo "${EXTRAS[*]}")]"
     fi
     run "$VENV/bin/pip" install --disable-pip-version-check --no-cache-dir \
         --only-binary=:all: --upgrade "$target"
+}
+
+# `sudo -u serd serd history`, as the docs say, needs serd on the PATH: a link, so that an
+# upgrade of the venv is an upgrade of the command too.
+link_command() {
+    local target=$VENV/bin/serd
+    if [[ -L $BIN_LINK && $(readlink "$BIN_LINK") == "$target" ]]; then
+        say "$BIN_LINK links to $target"
+    elif [[ -e $BIN_LINK || -L $BIN_LINK ]]; then
+        warn "$BIN_LINK exists and is not a link to $target: left alone (run $target instead)"
+    else
+        say "linking $BIN_LINK -> $target"
+        run ln -s "$target" "$BIN_LINK"
+    fi
 }
 
 install_models() {
@@ -280,6 +300,7 @@ trap cleanup EXIT
 install_apt_packages
 create_user
 install_venv
+link_command
 install_models
 install_config
 install_unit

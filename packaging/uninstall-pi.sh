@@ -6,8 +6,9 @@
 #   sudo ./packaging/uninstall-pi.sh --purge    remove /etc/serd too
 #   ./packaging/uninstall-pi.sh --dry-run       print what would be done, change nothing
 #
-# Removes: the service (stopped, disabled, unit file), /opt/serd (venv and models)
-# and the user serd. The apt packages (libportaudio2, python3-venv) stay: other
+# Removes: the service (stopped, disabled, unit file), /opt/serd (venv and models),
+# /usr/local/bin/serd if it is the installer's link to /opt/serd/venv/bin/serd, and the
+# user serd. The apt packages (libportaudio2, python3-venv) stay: other
 # software may use them. Safe to run again.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ CONFIG_DIR=/etc/serd
 UNIT_NAME=serd.service
 UNIT_PATH=/etc/systemd/system/$UNIT_NAME
 SERVICE_USER=serd
+BIN_LINK=/usr/local/bin/serd
+BIN_TARGET=$PREFIX/venv/bin/serd   # what install-pi.sh links BIN_LINK to
 
 DRY_RUN=0
 PURGE=0
@@ -82,6 +85,15 @@ remove_files() {
     fi
 }
 
+remove_command_link() {
+    if [[ -L $BIN_LINK && $(readlink "$BIN_LINK") == "$BIN_TARGET" ]]; then
+        say "removing $BIN_LINK (the link to $BIN_TARGET)"
+        run rm -f "$BIN_LINK"
+    elif [[ -e $BIN_LINK || -L $BIN_LINK ]]; then
+        say "keeping $BIN_LINK: it is not the installer's link to $BIN_TARGET"
+    fi
+}
+
 remove_config() {
     if [[ ! -e $CONFIG_DIR ]]; then
         return
@@ -116,6 +128,7 @@ remove_user() {
 }
 
 remove_service
+remove_command_link
 remove_files
 remove_config
 remove_user

@@ -350,9 +350,15 @@ def validate_record(r: RecordSettings) -> None:
                "a tcp:// or ipc:// endpoint", endpoint)
     _check(r.db is None or bool(r.db.strip()), "record.db", "sqlite:////ABS/PATH, postgresql://... or null", r.db)
     _check(0 < r.keep_days <= 3650, "record.keep_days", "a number of days in (0, 3650]", r.keep_days)
+    _check(0 < r.keep_aggregate_days <= 36500, "record.keep_aggregate_days", "a number of days in (0, 36500]",
+           r.keep_aggregate_days)
     # Summaries outlive raw windows: `serd history --csv` takes its probability columns from them.
-    _check(r.keep_days <= r.keep_aggregate_days <= 36500, "record.keep_aggregate_days",
-           "a number of days from record.keep_days to 36500", r.keep_aggregate_days)
+    # Both keys are named: either may be the one the user set (--keep-days is record.keep_days).
+    if r.keep_days > r.keep_aggregate_days:
+        raise ConfigError(
+            f"record.keep_days (--keep-days): expected at most record.keep_aggregate_days "
+            f"({r.keep_aggregate_days:g} days; raw windows are not kept longer than their summaries), "
+            f"got {r.keep_days:g}; lower it, or raise record.keep_aggregate_days in the config file")
     _check(0.05 <= r.flush_s <= 60, "record.flush_s", "0.05..60 seconds", r.flush_s)
     _check(1 <= r.batch_rows <= 100_000, "record.batch_rows", "1..100000", r.batch_rows)
     _check(r.batch_rows <= r.queue_rows <= 10_000_000, "record.queue_rows", "record.batch_rows..10000000",

@@ -223,6 +223,91 @@ def test_uninstall_dry_run(system_untouched):
                 assert argv[2] in ("/opt/serd", "/etc/serd"), argv
 
 
+BIN_LINK = "/usr/local/bin/serd"
+VENV_SERD = "/opt/serd/venv/bin/serd"
+
+
+def run_with_usr_local_bin(directory: Path, script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a script with `directory` mounted over /usr/local/bin in a mount namespace of its own: the
+    script sees (and a dry run decides on) real files there, and the machine's /usr/local/bin is untouched."""
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True,
+                           check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here (root and unshare needed): {probe.stderr.decode().strip()}")
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c",
+         'mount --bind "$1" /usr/local/bin && shift && exec bash "$@"', "-", str(directory), str(script), *args],
+        capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S, check=False)
+
+
+def test_install_links_serd_onto_the_path_and_leaves_a_foreign_file_alone(checkout, system_untouched, tmp_path):
+    """Issue 18: the docs say `sudo -u serd serd ...`, so the install puts `serd` on the PATH."""
+    install = checkout / "packaging" / "install-pi.sh"
+    bin_dir = tmp_path / "usr-local-bin"
+    bin_dir.mkdir()
+    result = run_with_usr_local_bin(bin_dir, install, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert ["ln", "-s", VENV_SERD, BIN_LINK] in planned_commands(result.stdout)
+
+    (bin_dir / "serd").symlink_to(VENV_SERD)  # installed before: nothing to do
+    result = run_with_usr_local_bin(bin_dir, install, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"{BIN_LINK} links to {VENV_SERD}" in result.stdout
+    assert not [argv for argv in planned_commands(result.stdout) if BIN_LINK in argv]
+
+    (bin_dir / "serd").unlink()
+    (bin_dir / "serd").write_text("#!/bin/sh\necho another serd\n", encoding="utf-8")  # someone else's
+    result = run_with_usr_local_bin(bin_dir, install, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"{BIN_LINK} exists and is not a link to {VENV_SERD}: left alone" in result.stderr
+    assert not [argv for argv in planned_commands(result.stdout) if BIN_LINK in argv]
+
+
+@pytest.mark.parametrize("present, removed", [
+    (VENV_SERD, True),                       # the installer's link (dangling once /opt/serd is gone: still removed)
+    ("/usr/bin/true", False),                # a link of someone else's
+    (None, False),                           # a file of someone else's
+])
+def test_uninstall_removes_usr_local_bin_serd_only_when_it_is_the_installers_link(present, removed, tmp_path,
+                                                                                   system_untouched):
+    bin_dir = tmp_path / "usr-local-bin"
+    bin_dir.mkdir()
+    if present is None:
+        (bin_dir / "serd").write_text("#!/bin/sh\n", encoding="utf-8")
+    else:
+        (bin_dir / "serd").symlink_to(present)
+    result = run_with_usr_local_bin(bin_dir, UNINSTALL, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    planned = [argv for argv in planned_commands(result.stdout) if BIN_LINK in argv]
+    assert planned == ([["rm", "-f", BIN_LINK]] if removed else [])
+    if not removed:
+        assert f"keeping {BIN_LINK}: it is not the installer's link to {VENV_SERD}" in result.stdout
+    assert (bin_dir / "serd").is_symlink() == (present is not None)  # a dry run: still there
+
+
+@pytest.mark.parametrize("flags, extras", [
+    (("--with-postgres",), "[postgres]"),
+    (("--with-metrics", "--with-postgres"), "[metrics,postgres]"),
+])
+def test_install_dry_run_with_postgres_installs_the_extra(checkout, system_untouched, flags, extras):
+    """docs/history.md: on a Pi, `install-pi.sh --with-postgres` adds serd[postgres] (psycopg)."""
+    result = run_script(checkout / "packaging" / "install-pi.sh", "--dry-run", *flags)
+    assert result.returncode == 0, result.stderr
+    pip = find_command(planned_commands(result.stdout), "/opt/serd/venv/bin/pip", "install")
+    assert pip[-1].endswith(f"/src{extras}"), pip
+
+
+@pytest.mark.skipif(tomllib is None, reason="tomllib needs Python >= 3.11")
+def test_the_extras_the_installer_names_exist():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    named = re.findall(r"--with-(\w+)\) EXTRAS\+=\((\w+)\)", INSTALL.read_text(encoding="utf-8"))
+    assert ("postgres", "postgres") in named
+    for flag, extra in named:
+        assert flag == extra and extra in extras, (flag, extra)
+    assert "psycopg" in {requirement_name(r) for r in extras["postgres"]}
+
+
 def requirement_name(requirement: str) -> str:
     """`ai-edge-litert>=1.2; platform_machine != 'armv7l'` -> `ai-edge-litert` (normalised)."""
     name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)

@@ -148,6 +148,18 @@ def test_config_errors_are_one_line_exit_78(workdir, text, path):
     assert len(lines) == 1 and path in lines[0], done.stderr
 
 
+def test_keep_days_beyond_the_summaries_names_the_flag_and_the_limit(workdir):
+    """Issue 18: --keep-days 400 was blamed on record.keep_aggregate_days, which the user never set."""
+    done = run_serd(["record", "--keep-days", "400", "--db", sqlite_url(workdir / "h.db")], cwd=workdir)
+    assert done.returncode == 78
+    lines = serd_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("serd: config error: record.keep_days (--keep-days): expected at most "
+                               "record.keep_aggregate_days (365 days;"), lines[0]
+    assert "got 400;" in lines[0]
+    assert not (workdir / "h.db").exists()
+
+
 def test_history_without_a_database_says_so(workdir):
     done = run_serd(["history", "--db", sqlite_url(workdir / "none.sqlite3")], cwd=workdir)
     assert done.returncode == 1
@@ -160,20 +172,21 @@ def test_history_rejects_a_bad_time_in_one_line(workdir):
     assert done.returncode == 2 and len(serd_lines(done.stderr)) == 1 and "expected an ISO date" in done.stderr
 
 
-def _two_rooms(workdir: Path, windows: int = 20, every_s: float = 3600) -> str:
-    """keep and gone: 20 windows each (or `windows`), one an hour (or every `every_s`) from three days ago,
-    written by the recorder's own code."""
+def _two_rooms(workdir: Path, path: Path | None = None, devices: tuple[str, ...] = ("keep", "gone"),
+               windows: int = 20, every_s: float = 3600) -> str:
+    """keep and gone (or `devices`): 20 windows each (or `windows`), one an hour (or every `every_s`) from
+    three days ago, written by the recorder's own code into workdir/h.sqlite3 (or `path`)."""
     from serd.messages import encode
     from serd.record.recorder import Recorder
     from serd.record.writer import WriterSettings
     from serd.record.writes import write_batch
 
-    url = sqlite_url(workdir / "h.sqlite3")
+    url = sqlite_url(path or workdir / "h.sqlite3")
     store = open_store(url, create=True)
     store.migrate()
     recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
     t0 = time.time() - 3 * 86400
-    for device in ("keep", "gone"):
+    for device in devices:
         for i in range(windows):
             recorder.handle(encode(emotion(device, i, t0 + i * every_s)))
     last_start: dict = {}
@@ -181,6 +194,43 @@ def _two_rooms(workdir: Path, windows: int = 20, every_s: float = 3600) -> str:
         write_batch(store, batch, last_start)
     store.close()
     return url
+
+
+def test_history_without_db_reads_the_services_database_when_the_user_has_none(workdir):
+    """Issue 18: on a systemd install the recorder writes /var/lib/serd-record (StateDirectory=), and
+    `serd history` looked only in the user's state directory. SERD_SERVICE_STATE_DIR stands in for
+    /var/lib/serd-record (internal, tests only)."""
+    from serd.record.store import SERVICE_STATE_DIR_ENV
+
+    xdg, service = workdir / "xdg", workdir / "service"
+    env = serd_env(XDG_STATE_HOME=str(xdg), **{SERVICE_STATE_DIR_ENV: str(service)})
+    env.pop("STATE_DIRECTORY", None)
+    mine = xdg / "serd" / "history.sqlite3"
+    history = ["history", "--since", "7d"]
+
+    done = run_serd(history, cwd=workdir, env=env)  # neither: the error names the user's own file
+    assert done.returncode == 1
+    assert serd_lines(done.stderr) == [f"serd: {mine}: no such history database (run `serd record` first, "
+                                       "or give --db)"]
+
+    _two_rooms(workdir, service / "history.sqlite3", ("room-svc",))
+    done = run_serd(history, cwd=workdir, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("room-svc ") == 20
+    assert serd_lines(done.stderr) == [f"serd: reading serd-record.service's {service}/history.sqlite3 (there is "
+                                       f"none in {xdg}/serd; --db chooses another)"]
+
+    _two_rooms(workdir, mine, ("room-mine",))  # the user's own database wins, and nothing is said
+    done = run_serd(history, cwd=workdir, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("room-mine ") == 20 and "room-svc" not in done.stdout
+    assert serd_lines(done.stderr) == []
+
+    mine.unlink()  # --delete falls back the same way, and says so
+    done = run_serd(["history", "--delete", "room-svc", "--before", "now", "--yes"], cwd=workdir, env=env, input=b"")
+    assert done.returncode == 0, done.stderr
+    assert "reading serd-record.service's" in done.stderr and "20 windows" in done.stdout
+    assert stored_seqs(sqlite_url(service / "history.sqlite3"), "room-svc") == []
 
 
 def test_history_delete_removes_a_rooms_history(workdir):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from serd.record.store import describe_url
+from serd.record.store import DB_FILE_NAME, SERVICE_STATE_DIR, describe_url
 from serd.record.when import EVERY, iso_local, parse_when
 from serd.subcommand import add_command
 
@@ -37,7 +37,9 @@ def add_parser(subparsers) -> None:
          "serd history --delete room-101 --before 2026-11-01 --yes"),
     )
     p.add_argument("room", nargs="?", default=None, help="device id (default: every room)")
-    p.add_argument("--db", default=None, metavar="URL", help="history database (default: as serd record)")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="history database (default: as serd record; when this user has none, the one of "
+                        f"serd-record.service, {SERVICE_STATE_DIR / DB_FILE_NAME}, if it exists)")
     p.add_argument("--since", default=None, metavar="WHEN",
                    help="ISO date/time, today, yesterday, or a span back like 2h, 7d (default: today)")
     p.add_argument("--until", default="now", metavar="WHEN", help="end of the range (default: now)")
@@ -58,7 +60,7 @@ def add_parser(subparsers) -> None:
 
 def history_command(args: argparse.Namespace) -> int:
     from serd.record import queries
-    from serd.record.store import StoreError, default_url, open_store
+    from serd.record.store import StoreError, default_read_url, open_store
 
     now = time.time()
     try:
@@ -74,8 +76,11 @@ def history_command(args: argparse.Namespace) -> int:
     if problem:
         print(f"serd: {problem}", file=sys.stderr)
         return 2
+    url, fallback = (args.db, None) if args.db else default_read_url()
+    if fallback:
+        print(f"serd: {fallback}", file=sys.stderr)
     try:
-        store = open_store(args.db or default_url())
+        store = open_store(url)
     except StoreError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -54,16 +55,56 @@ def default_state_dir() -> Path:
     return Path(base) / "serd"
 
 
+SERVICE_STATE_DIR = Path("/var/lib/serd-record")
+"""The state directory of systemd/serd-record.service (`StateDirectory=serd-record`): its database."""
+SERVICE_STATE_DIR_ENV = "SERD_SERVICE_STATE_DIR"
+"""Internal, for the tests only: a stand-in for SERVICE_STATE_DIR (a test cannot write /var/lib)."""
+
+
+def service_db_path() -> Path:
+    """The database serd-record.service writes when its config sets no record.db."""
+    return Path(os.environ.get(SERVICE_STATE_DIR_ENV) or SERVICE_STATE_DIR) / DB_FILE_NAME
+
+
 def default_url() -> str:
+    """The database `serd record` writes without --db / record.db: history.sqlite3 in the state directory."""
     return sqlite_url(default_state_dir() / DB_FILE_NAME)
 
 
+def default_read_url() -> tuple[str, str | None]:
+    """The database `serd history` reads without --db: the one `serd record` run by this user writes;
+    when there is none, but serd-record.service's exists (a systemd install: its state directory is not
+    the user's), that one. Returns (URL, None), or (URL, a line saying which file it is)."""
+    own = default_state_dir() / DB_FILE_NAME
+    service = service_db_path()
+    if own == service or _exists(own) or not _exists(service):
+        return sqlite_url(own), None
+    return sqlite_url(service), (f"reading serd-record.service's {service} (there is none in {own.parent}; "
+                                 "--db chooses another)")
+
+
+def _exists(path: Path) -> bool:
+    """Whether a file is there; False also when its directory is not readable by this user
+    (the service's is the serd user's only: `sudo -u serd serd history` reads it)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+
 def describe_url(url: str) -> str:
-    """The URL without a password, for logs and errors."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
+    """The URL without a password (after `user:` or in a `password=` parameter), for logs and errors.
+    Every other parameter stays: libpq reads them (`?host=/run/postgresql`, `?passfile=`, `?service=`)."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    if "://" in url and "@" in url.split("://", 1)[1].split("?", 1)[0]:
         scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+        authority, query = rest.split("?", 1) if "?" in rest else (rest, None)
+        creds, host = authority.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" + ("" if query is None else f"?{query}")
     return url
 
 
