@@ -114,3 +114,184 @@ def test_the_history_page_shows_the_stored_day(served, tmp_path):
         screenshot(page, tmp_path, "dashboard-history")
         browser.close()
     assert errors == []
+
+
+# --- the page as a person reads it (issue 18, item 7) ---------------------------------------------------
+
+WEEKDAY = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+DESKTOP = {"width": 1280, "height": 1000}
+PHONE = {"width": 390, "height": 844}
+
+
+def open_history(playwright, url: str, viewport: dict, query: str = ""):
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport=viewport)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "history.html" + query)
+    page.wait_for_selector("#room option", state="attached")
+    return browser, page, errors
+
+
+def show_day(page, room: str, day: str) -> None:
+    page.select_option("#room", room)
+    page.select_option("#span", "day")
+    page.fill("#day", day)
+    page.dispatch_event("#day", "change")
+    wait_for_summary(page, f"{room}, ", day)
+
+
+def wait_for_summary(page, *parts: str, timeout_ms: float = 30_000) -> None:
+    """Until the summary holds every one of `parts` (a function, not a string: the page's CSP forbids eval)."""
+    page.wait_for_function("(parts) => parts.every(p => document.getElementById('summary').textContent.includes(p))",
+                           arg=list(parts), timeout=timeout_ms)
+
+
+def chart_layout(page, canvas_id: str) -> dict:
+    """The plot area, the axis labels' boxes, and the coloured pixels drawn outside the plot area."""
+    return page.evaluate("""(id) => {
+        const c = document.getElementById(id);
+        const plot = JSON.parse(c.dataset.plot), labels = JSON.parse(c.dataset.labelBoxes);
+        const ratio = c.width / c.getBoundingClientRect().width;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let colouredOutside = 0, colouredInside = 0;
+        for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+            const i = (y * c.width + x) * 4;
+            const spread = Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]);
+            if (d[i + 3] < 128 || spread < 60) continue;  // text and gridlines are grey; the bands are colours
+            const cx = x / ratio, cy = y / ratio;
+            const inside = cx >= plot.x - 1 && cx <= plot.x + plot.w + 1 && cy >= plot.y - 1 && cy <= plot.y + plot.h + 1;
+            if (inside) colouredInside++; else colouredOutside++;
+        }
+        return {plot, labels, colouredOutside, colouredInside, ratio, dpr: window.devicePixelRatio,
+                cssWidth: c.getBoundingClientRect().width, viewport: window.innerWidth};
+    }""", canvas_id)
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_charts_have_scales_with_their_labels_beside_the_bands_and_fill_a_phone(served, viewport):
+    url, facts = served
+    day = time.strftime("%Y-%m-%d", time.localtime(facts["yesterday"]))
+    with sync_playwright() as playwright:
+        browser, page, errors = open_history(playwright, url, viewport)
+        show_day(page, "room-b", day)
+        bands, lines = chart_layout(page, "bands"), chart_layout(page, "lines")
+        browser.close()
+    assert errors == []
+    texts = {"bands": [b["text"] for b in bands["labels"]], "lines": [b["text"] for b in lines["labels"]]}
+    assert {"0 %", "50 %", "100 %"} <= set(texts["bands"]), texts  # the y scale of the stacked probabilities
+    assert {"0 %", "100 %", "0", "1"} <= set(texts["lines"]), texts  # speech share left, arousal right
+    assert any(re.fullmatch(r"\d\d:00", t) for t in texts["bands"]), texts  # the time axis
+    for chart in (bands, lines):
+        plot = chart["plot"]
+        for box in chart["labels"]:
+            assert not overlaps(box, plot), (box, plot)  # every label beside the plot, none over the bands
+        for i, a in enumerate(chart["labels"]):
+            assert not any(overlaps(a, b) for b in chart["labels"][i + 1:] if b["text"] != a["text"] or b is not a), a
+        assert chart["colouredOutside"] == 0, chart
+        # The canvas is drawn at its size on the page (12-pixel labels stay 12 pixels), as wide as the page allows.
+        assert chart["ratio"] == pytest.approx(chart["dpr"], rel=0.02), chart
+        assert chart["cssWidth"] >= 0.9 * chart["viewport"] or viewport is DESKTOP, chart
+    assert bands["colouredInside"] > 0, bands  # (the lines chart is greys: speech share and arousal)
+
+
+def test_the_steps_control_shows_the_step_the_chart_uses(served):
+    url, facts = served
+    with sync_playwright() as playwright:
+        browser, page, errors = open_history(playwright, url, DESKTOP)
+        page.select_option("#room", "room-a")
+        page.select_option("#span", "week")
+        wait_for_summary(page, "the 7 days to")
+        every = page.eval_on_selector("#every", "s => ({value: s.value, disabled: s.disabled, "
+                                      "text: s.options[s.selectedIndex].text, "
+                                      "minute: s.querySelector(\"option[value='1m']\").disabled})")
+        assert every == {"value": "1h", "disabled": False, "text": "per hour", "minute": True}, every
+        assert page.get_attribute("#bands", "data-buckets") == "1"  # half an hour: one hour's step
+        page.select_option("#span", "today")  # per minute again, as it was before the week
+        page.wait_for_function("() => document.getElementById('every').value === '1m'")
+        assert not page.eval_on_selector("#every option[value='1m']", "o => o.disabled")
+        browser.close()
+    assert errors == []
+
+
+def test_table_days_have_weekdays_and_open_that_day_in_the_charts(served):
+    url, facts = served
+    day = time.strftime("%Y-%m-%d", time.localtime(facts["yesterday"]))
+    with sync_playwright() as playwright:
+        browser, page, errors = open_history(playwright, url, PHONE)
+        page.wait_for_selector("#table tr[data-device='room-b'] button.day-cell")
+        headers = page.eval_on_selector_all("#table tr:first-child th", "ths => ths.map(t => t.textContent)")
+        assert len(headers) == 8 and all(re.fullmatch(WEEKDAY, h) for h in headers[1:]), headers
+        page.select_option("#room", "room-a")  # another room and range are showing...
+        page.click(f"#table tr[data-device='room-b'] button.day-cell[data-day='{day}']")  # ...a tap opens this one
+        wait_for_summary(page, "room-b, ", day)
+        summary = page.text_content("#summary")
+        assert re.search(WEEKDAY + f" \\({day}\\)", summary), summary
+        assert page.input_value("#room") == "room-b" and page.input_value("#span") == "day"
+        assert page.get_attribute("#bands", "data-buckets") == "30"
+        browser.close()
+    assert errors == []
+
+
+@pytest.fixture
+def live_history(tmp_path):
+    """A room with 37 s of speech in the last two minutes, and a dashboard reading it."""
+    path = tmp_path / "live.sqlite3"
+    store = open_store(sqlite_url(path), create=True)
+    store.migrate()
+    recorder = Recorder(store, ["tcp://127.0.0.1:1"], WriterSettings())
+    now = time.time()
+    for i in range(74):  # 74 windows of 0.5 s with speech: 37 s
+        recorder.handle(encode(emotion("short", i, now - 120 + i * HOP_S)))
+    last_start: dict = {}  # as the recorder's writer keeps it between batches
+    write_batch(store, recorder.writer._take(), last_start)
+    child = Child(["dashboard", "--db", sqlite_url(path), "--connect", f"ipc://{tmp_path}/none",
+                   "--listen", "127.0.0.1:0"])
+    url = child.wait_for_line(r"serving on (http://\S+/)").group(1)
+    yield url, store, recorder, now, last_start
+    store.close()
+    assert child.stop() == 0, child.output
+
+
+def test_short_durations_show_seconds_and_the_page_refreshes_itself(live_history):
+    url, store, recorder, now, last_start = live_history
+    with sync_playwright() as playwright:
+        browser, page, errors = open_history(playwright, url, DESKTOP, "?refresh=2")
+        page.select_option("#room", "short")
+        wait_for_summary(page, "short, ")
+        summary = page.text_content("#summary")
+        assert "37 s of speech in 37 s recorded" in summary, summary  # not "1 min"
+        assert "refreshes every 2 s" in page.text_content("#updated")
+        for i in range(74, 114):  # 20 s more, written while the page is open
+            recorder.handle(encode(emotion("short", i, now - 120 + i * HOP_S)))
+        write_batch(store, recorder.writer._take(), last_start)
+        wait_for_summary(page, "57 s of speech")
+        assert page.input_value("#room") == "short" and page.input_value("#span") == "today"
+        cell = page.text_content("#table tr[data-device='short'] td:last-child")
+        assert cell.startswith("57 s"), cell  # the table's today column too
+        browser.close()
+    assert errors == []
+
+
+def test_the_live_pages_model_text_describes_the_shipped_model(served):
+    """"How to read this" named the first model (RAVDESS only, six emotions, 57 %) long after it was replaced."""
+    import json
+    import urllib.request
+
+    from serd.config import DEFAULT_MODEL
+    from serd.model import resolve_model_path
+
+    url, _ = served
+    sidecar = json.loads(resolve_model_path(DEFAULT_MODEL).with_suffix(".json").read_text())
+    with urllib.request.urlopen(url, timeout=30) as response:
+        page = response.read().decode()
+    limits = page[page.index("Limits of the model"):page.index("</details>")]
+    words = {5: "five", 6: "six", 7: "seven", 8: "eight"}
+    assert f"{words[len(sidecar['labels'])]} emotions" in limits
+    assert all(label in limits for label in sidecar["labels"]), sidecar["labels"]
+    assert all(corpus in limits for corpus in ("RAVDESS", "nEMO", "EmoSpeech")), limits
+    assert "57 %" not in limits and "six emotions" not in limits
