@@ -19,7 +19,10 @@ from serd.record.store import StoreError, open_store, sqlite_url
 from serd.record.writer import BatchWriter, WriterSettings
 from serd.record.writes import Batch, delete_history, load_tracker, prune, write_batch
 
-T0 = 1_795_000_020.0  # 20 s into a minute: windows of one minute fall in two aggregate rows
+# A day or two ago, at the time of day of 1_795_000_020 (the tests' minute and hour boundaries as they were
+# written): a fixed date fell behind the writer's 14-day retention on 2026-12-02, which then deleted the rows
+# these tests had just written whenever it ran after them.
+T0 = 1_795_000_020.0 + 86400 * ((time.time() - 1_795_000_020.0) // 86400 - 1)
 WAIT_S = 60.0
 
 
