@@ -6,6 +6,7 @@
 #   ./packaging/install-pi.sh --dry-run       print what would be done, change nothing
 #   --with-metrics, --with-mqtt               also the serd[metrics] / serd[mqtt] extras
 #   --with-postgres                           also serd[postgres] (psycopg: serd record --db postgresql://...)
+#   --with-record                             also serd-record.service, enabled: the history (docs/history.md)
 #
 # What it does (safe to run again; an existing /etc/serd/config.yaml is kept):
 #   - apt: libportaudio2 (microphone) and python3-venv
@@ -18,6 +19,7 @@
 #   - /etc/systemd/system/serd.service, enabled and (re)started
 #   - with --with-mqtt: /etc/systemd/system/serd-mqtt.service, installed but not enabled
 #     (set mqtt.broker in the config first; docs/home-assistant.md)
+#   - with --with-record: /etc/systemd/system/serd-record.service, enabled and (re)started
 #
 # 64-bit Pi OS is required. The TFLite interpreter serd uses, ai-edge-litert, has
 # no wheel for 32-bit ARM (armv7l) at all, and for CPython 3.11 on armv7l the
@@ -44,6 +46,7 @@ START_WAIT_S=20       # how long to wait for the service to report it is running
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DRY_RUN=0
+RECORD=0              # --with-record: install and start serd-record.service too
 EXTRAS=()             # optional extras: metrics (Prometheus), mqtt (Home Assistant), postgres (psycopg)
 BUILD_DIR=""
 # Root's umask may be 077; the service user must be able to read the venv and models.
@@ -75,6 +78,7 @@ while [[ $# -gt 0 ]]; do
         --with-metrics) EXTRAS+=(metrics); shift ;;
         --with-mqtt) EXTRAS+=(mqtt); shift ;;
         --with-postgres) EXTRAS+=(postgres); shift ;;
+        --with-record) RECORD=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -246,11 +250,15 @@ install_unit() {
         say "installing /etc/systemd/system/serd-mqtt.service (not enabled: set mqtt.broker, then systemctl enable --now serd-mqtt)"
         run install -m 0644 "$REPO_DIR/systemd/serd-mqtt.service" /etc/systemd/system/serd-mqtt.service
     fi
+    if [[ $RECORD -eq 1 ]]; then
+        say "installing /etc/systemd/system/serd-record.service (history in /var/lib/serd-record)"
+        run install -m 0644 "$REPO_DIR/systemd/serd-record.service" /etc/systemd/system/serd-record.service
+    fi
     if ! have_systemd; then
         # A chroot, a container or an image being built: there is no service manager
         # to enable or start the unit with. Said plainly rather than pretended.
         say "systemd is not running here: serd.service installed but not enabled or started"
-        say "on the booted system: sudo systemctl enable --now serd"
+        say "on the booted system: sudo systemctl enable --now serd$([[ $RECORD -eq 1 ]] && echo ' serd-record')"
         return
     fi
     run systemctl daemon-reload
@@ -258,6 +266,10 @@ install_unit() {
     # restart, not just start: after an upgrade the new code must run. --no-block:
     # Type=notify waits for READY=1 (audio flowing); report() waits for it instead.
     run systemctl restart --no-block serd.service
+    if [[ $RECORD -eq 1 ]]; then
+        run systemctl enable serd-record.service
+        run systemctl restart --no-block serd-record.service
+    fi
 }
 
 report() {

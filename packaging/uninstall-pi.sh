@@ -6,7 +6,7 @@
 #   sudo ./packaging/uninstall-pi.sh --purge    remove /etc/serd too
 #   ./packaging/uninstall-pi.sh --dry-run       print what would be done, change nothing
 #
-# Removes: the service (stopped, disabled, unit file), /opt/serd (venv and models),
+# Removes: the services (serd, serd-record, serd-mqtt: stopped, disabled, unit files), /opt/serd (venv and models),
 # /usr/local/bin/serd if it is the installer's link to /opt/serd/venv/bin/serd, and the
 # user serd. The apt packages (libportaudio2, python3-venv) stay: other
 # software may use them. Safe to run again.
@@ -14,8 +14,8 @@ set -euo pipefail
 
 PREFIX=/opt/serd
 CONFIG_DIR=/etc/serd
-UNIT_NAME=serd.service
-UNIT_PATH=/etc/systemd/system/$UNIT_NAME
+UNIT_DIR=/etc/systemd/system
+UNITS=(serd.service serd-record.service serd-mqtt.service)  # all three run /opt/serd/venv, about to go
 SERVICE_USER=serd
 BIN_LINK=/usr/local/bin/serd
 BIN_TARGET=$PREFIX/venv/bin/serd   # what install-pi.sh links BIN_LINK to
@@ -59,20 +59,21 @@ fi
 have_systemd() { [[ -d /run/systemd/system ]]; }
 
 remove_service() {
-    if have_systemd && systemctl cat "$UNIT_NAME" >/dev/null 2>&1; then
-        say "stopping and disabling $UNIT_NAME"
-        run systemctl disable --now "$UNIT_NAME"
+    local unit="$1" path="$UNIT_DIR/$1"
+    if have_systemd && systemctl cat "$unit" >/dev/null 2>&1; then
+        say "stopping and disabling $unit"
+        run systemctl disable --now "$unit"
     fi
-    if [[ -e $UNIT_PATH ]]; then
-        say "removing $UNIT_PATH"
-        run rm -f "$UNIT_PATH"
+    if [[ -e $path ]]; then
+        say "removing $path"
+        run rm -f "$path"
         if have_systemd; then
             run systemctl daemon-reload
             # Forget a failed state, so that `systemctl --failed` does not list it.
-            run systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+            run systemctl reset-failed "$unit" 2>/dev/null || true
         fi
-    else
-        say "no $UNIT_PATH"
+    elif [[ $unit == serd.service ]]; then
+        say "no $path"
     fi
 }
 
@@ -127,7 +128,9 @@ remove_user() {
     fi
 }
 
-remove_service
+for unit in "${UNITS[@]}"; do
+    remove_service "$unit"
+done
 remove_command_link
 remove_files
 remove_config

@@ -345,3 +345,39 @@ def test_every_runtime_dependency_has_an_aarch64_wheel():
             f"{name}: no wheel line in\n{result.stdout}"
         )
     assert "FAIL" not in result.stdout
+
+
+def test_install_dry_run_with_record_installs_and_starts_the_recorder(checkout, system_untouched):
+    """docs/history.md: `install-pi.sh --with-record` puts serd-record.service in place (no copying by hand)."""
+    result = run_script(checkout / "packaging" / "install-pi.sh", "--dry-run", "--with-record")
+    assert result.returncode == 0, result.stderr
+    commands = planned_commands(result.stdout)
+    assert find_command(commands, "install", "-m", "0644", f"{checkout}/systemd/serd-record.service")[-1] == (
+        "/etc/systemd/system/serd-record.service")
+    if Path("/run/systemd/system").is_dir():
+        assert ["systemctl", "enable", "serd-record.service"] in commands
+        assert ["systemctl", "restart", "--no-block", "serd-record.service"] in commands
+    else:
+        assert "sudo systemctl enable --now serd serd-record" in result.stdout
+    plain = planned_commands(run_script(checkout / "packaging" / "install-pi.sh", "--dry-run").stdout)
+    assert not [argv for argv in plain if any("serd-record" in a for a in argv)], plain
+
+
+def test_uninstall_removes_every_serd_unit_and_nothing_else(tmp_path):
+    """serd-mqtt.service (--with-mqtt) and serd-record.service were left behind, running a removed venv."""
+    units = tmp_path / "units"
+    units.mkdir()
+    for name in ("serd.service", "serd-record.service", "serd-mqtt.service", "other.service"):
+        (units / name).write_text("[Unit]\n")
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here (root and unshare needed): {probe.stderr.decode().strip()}")
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c",
+         'mount --bind "$1" /etc/systemd/system && shift && exec bash "$@"', "-", str(units), str(UNINSTALL),
+         "--dry-run"], capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    removed = [argv[-1] for argv in planned_commands(result.stdout)
+               if argv[:2] == ["rm", "-f"] and argv[-1].startswith("/etc/systemd/system/")]
+    assert sorted(removed) == sorted(f"/etc/systemd/system/{u}" for u in
+                                     ("serd.service", "serd-record.service", "serd-mqtt.service")), removed
