@@ -349,8 +349,8 @@ class BatchWriter(threading.Thread):
         self._next_prune = now + self.settings.prune_every_s
         try:
             removed = prune(self.store, time.time(), self.settings.keep_days, self.settings.keep_aggregate_days)
-            freed = self.store.reclaim_space() if any(removed.values()) else 0
             if any(removed.values()):
+                freed = self.store.reclaim_space()
                 _LOGGER.info("retention removed %s%s", ", ".join(f"{n} {table}" for table, n in removed.items() if n),
                              f"; {freed / 1e6:.1f} MB of disk given back" if freed else "")
         except StoreError as exc:
