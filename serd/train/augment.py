@@ -3,7 +3,8 @@
 Waveform: gain, time shift (where the window is cut), additive noise (white,
 pink, or babble from other training speakers) at 0-30 dB SNR, simple synthetic
 reverberation, and a low noise floor so exact digital silence (a RAVDESS
-artefact) never reaches the model. Features: SpecAugment time/frequency masks, and
+artefact) never reaches the model; what a phone does (a call's band and codec,
+automatic gain, a real place's background: `serd/train/phone.py`). Features: SpecAugment time/frequency masks, and
 a frequency warp (another vocal tract length and pitch: other voices than the
 corpora's few dozen).
 """
@@ -17,8 +18,10 @@ import numpy as np
 
 from serd.features import FeatureParams, mel_edges_hz
 from serd.train.channel import random_channel
+from serd.train.phone import ambient, auto_gain, phone_band
 
-AUGMENTATIONS = ("gain", "shift", "noise", "babble", "reverb", "specaugment", "floor", "channel", "warp")
+AUGMENTATIONS = ("gain", "shift", "noise", "babble", "reverb", "specaugment", "floor", "channel", "warp",
+                 "phone", "agc", "ambient")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class AugmentSettings:
     warp_p: float = 0.5
     warp_range: tuple[float, float] = (0.88, 1.12)
     """Frequency scale factors: +-12 % is about the spread of vocal tract lengths among adults."""
+    phone: bool = False
+    agc: bool = False
+    ambient: bool = False
+    """The phone set is off unless asked for (--augment-on phone,agc,ambient): see the model card's ablation."""
+    phone_p: float = 0.3
+    agc_p: float = 0.3
+    ambient_p: float = 0.3
+    ambient_snr_db: tuple[float, float] = (0.0, 20.0)
 
     @classmethod
     def none(cls) -> "AugmentSettings":
@@ -123,6 +134,7 @@ def augment_wave(
     rng: np.random.Generator,
     babble_pool: list[np.ndarray] | None,
     sample_rate: int,
+    ambient_pool: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """One augmented copy of a training window (time shift is done by the caller's crop)."""
     x = x.astype(np.float32, copy=True)
@@ -138,9 +150,16 @@ def augment_wave(
             else:
                 noise = pink_noise(n, rng) if rng.random() < 0.5 else white_noise(n, rng)
             x = mix_at_snr(x, noise, float(rng.uniform(*settings.snr_db)))
+    if settings.ambient and ambient_pool and rng.random() < settings.ambient_p:
+        x = mix_at_snr(x, ambient(ambient_pool, x.shape[0], rng), float(rng.uniform(*settings.ambient_snr_db)))
     if settings.channel and rng.random() < settings.channel_p:
         # The microphone hears the room and its noise: its response comes after them.
         x = random_channel(rng).apply(x, sample_rate)
+    # A phone levels what its microphone hears, then its codec sends it.
+    if settings.agc and rng.random() < settings.agc_p:
+        x = auto_gain(x, sample_rate, rng)
+    if settings.phone and rng.random() < settings.phone_p:
+        x = phone_band(x, sample_rate, rng)
     if settings.gain:
         x *= 10.0 ** (float(rng.uniform(-settings.gain_db, settings.gain_db)) / 20.0)
     if settings.floor:

@@ -60,8 +60,10 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--no-class-mask", dest="class_mask", action="store_false",
                    help="a class a corpus has no clips of counts as a wrong answer for its clips (default: masked "
                         "out of their loss)")
+    p.add_argument("--arousal-weight", type=float, default=0.0,
+                   help="also train the arousal reading (activated vs calm) with this weight (default: %(default)s, off)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
-    p.add_argument("--augment-on", default="", help="comma-separated augmentations off by default to switch on (warp)")
+    p.add_argument("--augment-on", default="", help="comma-separated augmentations off by default to switch on (warp, phone, agc, ambient)")
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
     p.add_argument("--no-export", action="store_true", help="skip TFLite export (Keras float scores only)")
     p.add_argument("--name", default=None, help="model file stem for --protocol final/seed (default: <split>-<network>-<labels>)")
@@ -119,6 +121,8 @@ def run_train(args: argparse.Namespace) -> int:
         specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
         augment = AugmentSettings.none() if off == ["all"] else AugmentSettings().without(off)
         augment = augment.with_([a for a in args.augment_on.split(",") if a])
+        if args.arousal_weight < 0:
+            raise ValueError(f"--arousal-weight: expected 0 or more, got {args.arousal_weight}")
         rt60 = tuple(float(v) for v in args.reverb_rt60.split(","))
         if len(rt60) != 2 or not 0 < rt60[0] <= rt60[1]:
             raise ValueError(f"--reverb-rt60: expected MIN,MAX seconds, got {args.reverb_rt60}")
@@ -136,6 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         class_mask=args.class_mask,
+        arousal_weight=args.arousal_weight,
         augment=augment,
     )
     actors = set(comma_ints(args.actors)) or None

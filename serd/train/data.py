@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from serd.features import FeatureParams, LogMel
 from serd.labels import LABEL_SETS, label_for
 from serd.train.augment import AugmentSettings, augment_wave, spec_augment, warp_frequency
 from serd.train.corpora import Clip, DataSpec, find_clips, load_audio
+from serd.train.phone import ambient_pool
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Corpus:
     y: np.ndarray  # class index per clip
     speech: np.ndarray  # (n, 2) first and last speech sample per clip
     covers: np.ndarray  # (n, n_classes) bool: the classes the clip's corpus has at all
+    _ambient: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, root: Path | str, label_set: str, sample_rate: int, actors: set[int] | None = None) -> "Corpus":
@@ -68,6 +70,16 @@ class Corpus:
             covered.setdefault(clip.corpus, set()).add(k)
         covers = np.array([[k in covered[c.corpus] for k in range(len(labels))] for c in clips], dtype=bool)
         return cls(clips, audio, labels, y, speech, covers)
+
+    def ambient(self, indices: list[int] | tuple[int, ...], sample_rate: int) -> list[np.ndarray]:
+        """The background stretches of these clips (`serd.train.phone.ambient_pool`), found once per clip set."""
+        key = (tuple(indices), sample_rate)
+        cache = self._ambient
+        if key not in cache:
+            cache[key] = ambient_pool([self.audio[i] for i in indices], sample_rate)
+            _LOGGER.info("ambient pool: %d stretches, %.0f s, from %d clips",
+                         len(cache[key]), sum(p.shape[0] for p in cache[key]) / sample_rate, len(indices))
+        return cache[key]
 
     @property
     def corpora(self) -> list[str]:
@@ -133,11 +145,12 @@ def epoch_arrays(
     logmel = logmel or LogMel(params)
     weight_of = dict(zip(indices, corpus.class_weights(indices)))
     pool = [corpus.audio[i] for i in indices] if augment.babble else None
+    places = corpus.ambient(indices, params.sample_rate) if augment.ambient else None
     order = [i for i in indices for _ in range(crops_per_clip)]
     x = np.empty((len(order), *params.shape, 1), dtype=np.float32)
     for row, i in enumerate(order):
         window = crop(corpus.audio[i], tuple(corpus.speech[i]), params.window_samples, rng if augment.shift else None)
-        window = augment_wave(window, augment, rng, pool, params.sample_rate)
+        window = augment_wave(window, augment, rng, pool, params.sample_rate, places)
         features = logmel(window)
         if augment.warp and rng.random() < augment.warp_p:
             features = warp_frequency(features, float(rng.uniform(*augment.warp_range)), params)

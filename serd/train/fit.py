@@ -39,6 +39,8 @@ class FitSettings:
     hop_s: float = 0.5
     class_mask: bool = True
     """Mask a class a corpus lacks out of its clips' loss (False: it counts as a wrong answer there)."""
+    arousal_weight: float = 0.0
+    """Weight of the arousal term (`emotion_loss`): 0 trains the categories alone, as v3 did."""
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     gate: GateSettings = field(default_factory=GateSettings)
 
@@ -60,6 +62,40 @@ def masked_cross_entropy(targets, logits):
     y = keras.ops.cast(targets[:, 0], "int32")
     masked = logits + (targets[:, 1:] - 1.0) * 1e4
     return keras.losses.sparse_categorical_crossentropy(y, masked, from_logits=True)
+
+
+def emotion_loss(labels: tuple[str, ...], arousal_weight: float):
+    """`masked_cross_entropy`, plus `arousal_weight` x the cross-entropy of the arousal reading.
+
+    The arousal reading is what the runtime shows (`serd.labels.arousal_of`: the
+    activated classes' share of activated + calm), so training it asks the network to
+    get the calm/activated side right even where it cannot tell the category: every
+    corpus carries arousal (EmoSpeech's calm against its other three is nothing else),
+    and it is what held best across corpora. No new output: messages and models keep
+    their shape. A clip of a class with no side (disgust) adds nothing to the term.
+    """
+    if not arousal_weight:
+        return masked_cross_entropy
+    import keras
+
+    from serd.labels import arousal_sides
+
+    high, low = arousal_sides(labels)
+    activated = keras.ops.convert_to_tensor(np.isin(np.arange(len(labels)), high).astype("float32"))
+    calm = keras.ops.convert_to_tensor(np.isin(np.arange(len(labels)), low).astype("float32"))
+
+    def loss(targets, logits):
+        y = keras.ops.cast(targets[:, 0], "int32")
+        probs = keras.ops.softmax(logits + (targets[:, 1:] - 1.0) * 1e4, axis=-1)
+        p_high = keras.ops.sum(probs * activated, axis=-1)
+        p_low = keras.ops.sum(probs * calm, axis=-1)
+        p = keras.ops.clip(p_high / (p_high + p_low + 1e-7), 1e-6, 1.0 - 1e-6)
+        is_high = keras.ops.take(activated, y)
+        has_side = is_high + keras.ops.take(calm, y)
+        arousal = -(is_high * keras.ops.log(p) + (1.0 - is_high) * keras.ops.log(1.0 - p)) * has_side
+        return masked_cross_entropy(targets, logits) + arousal_weight * arousal
+
+    return loss
 
 
 def data_description(corpus: Corpus, indices) -> str:
@@ -127,7 +163,7 @@ def train_split(
     epochs = settings.epochs if settings.steps is None else max(1, int(np.ceil(settings.steps / steps_per_epoch)))
     steps = epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(1, steps))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=masked_cross_entropy)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=emotion_loss(corpus.labels, settings.arousal_weight))
     val_prepared = window_labels(corpus, split.val, params, settings)
     y_val = corpus.y[list(split.val)]
 
