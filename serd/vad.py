@@ -64,12 +64,24 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """1-D convolution, kernel 3, padding 1, then ReLU, on (batch, time, channels); weight (in * 3, out)."""
-    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))
-    taps = np.lib.stride_tricks.sliding_window_view(padded, 3, axis=1)[:, ::stride]  # (batch, time, in, 3)
-    out = _matmul(taps.reshape(*taps.shape[:2], -1), weight) + bias
-    return np.maximum(out, 0.0)
+def _conv1d(x: np.ndarray, taps: tuple[np.ndarray, ...], bias: np.ndarray, stride: int) -> np.ndarray:
+    """1-D convolution, kernel 3, padding 1, then ReLU, on (batch, time, channels); `taps`: three (in, out) weights.
+
+    Tap by tap, each a product over exactly the input frames some kept output needs:
+    the padding's zeros and the outputs the stride drops are never multiplied (after
+    Silero's strides the last two layers see one or two frames, where a product over
+    every tap of every frame was two thirds zeros).
+    """
+    batch, frames, _ = x.shape
+    n_out = (frames - 1) // stride + 1
+    out = np.empty((batch, n_out, bias.shape[0]), dtype=np.float32)
+    out[...] = bias
+    for k, weight in enumerate(taps):  # output j sees input stride * j + k - 1
+        first = max(0, -(-(1 - k) // stride))
+        last = min(n_out - 1, (frames - k) // stride)
+        if first <= last:
+            out[:, first : last + 1] += _matmul(x[:, stride * first + k - 1 : stride * last + k : stride], weight)
+    return np.maximum(out, 0.0, out=out)
 
 
 def _matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -102,8 +114,8 @@ class SileroVad:
         w = weights
         try:
             self._stft = np.ascontiguousarray(w["stft_conv.weight"][:, 0, :].T)  # (n_fft, 2 * bins)
-            # PyTorch's (out, in, 3) as one (in * 3, out) matrix, so each convolution is one product
-            self._convs = [(np.ascontiguousarray(w[f"conv{i}.weight"].reshape(w[f"conv{i}.weight"].shape[0], -1).T),
+            # PyTorch's (out, in, 3) as three (in, out) matrices, one per tap
+            self._convs = [(tuple(np.ascontiguousarray(w[f"conv{i}.weight"][:, :, k].T) for k in range(3)),
                             w[f"conv{i}.bias"], stride) for i, stride in ((1, 1), (2, 2), (3, 2), (4, 1))]
             self._w_ih = np.ascontiguousarray(w["lstm_cell.weight_ih"].T)
             self._w_hh = np.ascontiguousarray(w["lstm_cell.weight_hh"].T)
@@ -138,8 +150,8 @@ class SileroVad:
             frames = np.lib.stride_tricks.sliding_window_view(padded, self.N_FFT, axis=1)[:, :: self.STFT_HOP]
             spectrum = _matmul(frames, self._stft)
             h = np.sqrt(spectrum[..., : self._bins] ** 2 + spectrum[..., self._bins :] ** 2)
-            for weight, bias, stride in self._convs:
-                h = _conv1d(h, weight, bias, stride)
+            for taps, bias, stride in self._convs:
+                h = _conv1d(h, taps, bias, stride)
             out[at : at + piece.shape[0]] = _matmul(h[:, 0, :], self._w_ih) + self._b_lstm
         return out
 
