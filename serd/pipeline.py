@@ -38,6 +38,21 @@ class WindowPipeline:
                                      settings.vad_threshold, model.params.sample_rate)
         self.smoother = Smoother(settings.smoothing_alpha, settings.smoothing_reset_s)
         self.invalid_outputs = 0
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Pay the stages' one-off first-call costs now, on silence, not on the first speech window.
+
+        The runtime packs its weights, numpy sets up its FFT and the detector its products on
+        first use: that made the first speech window after start (or a reload) 2-3x as slow as
+        any other (14.6 ms against 7 at worst later, benchmarks/RESULTS.md). Nothing is kept:
+        the frontend is reset and the detector's stream state was never touched.
+        """
+        silence = np.zeros(self.params.window_samples, dtype=np.float32)
+        self.model.predict(self.logmel.window_features(silence, 0))
+        self.logmel.reset()
+        if self.gate.voice is not None:
+            self.gate.voice.vad.chunk_probs(silence)
 
     def reset(self) -> None:
         """After a gap in the audio (e.g. the microphone came back)."""
