@@ -9,13 +9,15 @@ or container without /dev/shm runs it too).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+from serd.procstats import libc_function
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -111,10 +113,9 @@ def _serve(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[...
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this worker when the process that started it dies, however it dies; a worker
     mid-way through an hour-long file would otherwise finish it for nobody."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
+    prctl = libc_function("prctl", [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
+    if prctl is None or not sys.platform.startswith("linux"):
         return  # not Linux: the closed pipe ends the worker at its next send
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before the line above
         os._exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 import time
@@ -20,16 +21,25 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _load_malloc_trim():
-    """glibc's malloc_trim, or None (musl, macOS): without it, freed heap stays with the process."""
-    name = ctypes.util.find_library("c")
+def libc_function(name: str, argtypes: list, restype=ctypes.c_int):
+    """A function of the C library by name, typed, or None where there is none (another libc, no libc)."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        function = getattr(_libc(), name)
     except (OSError, AttributeError):
         return None
-    if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = argtypes, restype
+    return function
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once (OSError if it cannot be found)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _load_malloc_trim():
+    """glibc's malloc_trim, or None (musl, macOS): without it, freed heap stays with the process."""
+    return libc_function("malloc_trim", [ctypes.c_size_t])
 
 
 _MALLOC_TRIM = _load_malloc_trim()
