@@ -251,6 +251,20 @@ GROUP_FILES = 32
 """Most files a worker of `analyze_paths` takes at a time: enough to batch, few enough to share the work out."""
 
 
+def file_groups(paths: Sequence[AudioInput], jobs: int) -> list[list[AudioInput]]:
+    """Consecutive groups for `jobs` workers, smaller towards the end (each half of what is left per
+    worker): big groups batch well, and small last ones keep one worker from finishing alone while
+    the others wait (with equal groups of 30 files, the last group cost 2 workers up to a tenth of the time)."""
+    groups: list[list[AudioInput]] = []
+    at = 0
+    while at < len(paths):
+        left = len(paths) - at
+        size = min(GROUP_FILES, -(-left // (2 * max(1, jobs))))
+        groups.append(list(paths[at : at + size]))
+        at += size
+    return groups
+
+
 def default_jobs() -> int:
     """All the cores this process may use."""
     try:
@@ -269,8 +283,7 @@ def analyze_paths(
     stops the workers before returning.
     """
     paths = list(paths)
-    group = max(1, min(GROUP_FILES, -(-len(paths) // (4 * max(1, jobs)))))
-    groups = [paths[at : at + group] for at in range(0, len(paths), group)]
+    groups = file_groups(paths, jobs)
     if jobs <= 1 or len(groups) < 2:
         yield from analyze_files(paths, model, hop_s, gate)
         return

@@ -34,7 +34,7 @@ from helpers_daemon import (
     short_tmpdir,
     write_pcm16_wav,
 )
-from serd.analysis import GateSettings, analyze_files, iter_file_windows
+from serd.analysis import GROUP_FILES, GateSettings, analyze_files, file_groups, iter_file_windows
 from serd.audiofile import AudioFileError, iter_blocks
 from serd.config import EX_INTERRUPTED, AnalysisSettings
 from serd.gate import BELOW_GATE, NO_VOICE
@@ -294,3 +294,13 @@ def test_jobs_need_no_dev_shm(tiny_model_int8, recordings, tmp_path):
     assert hidden.returncode == 0, hidden.stderr
     assert "cannot start" not in hidden.stderr, hidden.stderr
     assert hidden.stdout == one.stdout
+
+
+def test_file_groups_keep_the_order_and_shrink_towards_the_end():
+    # Big groups batch well; the last ones are small so that no worker finishes alone at the end.
+    for n, jobs in ((240, 2), (1000, 4), (3, 4), (1, 2)):
+        groups = file_groups(list(range(n)), jobs)
+        assert [p for g in groups for p in g] == list(range(n))
+        sizes = [len(g) for g in groups]
+        assert max(sizes) <= GROUP_FILES and sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+    assert len(file_groups(list(range(3)), 4)) == 3  # three files, three workers busy
