@@ -12,7 +12,6 @@ import ctypes
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -114,7 +113,7 @@ def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this worker when the process that started it dies, however it dies; a worker
     mid-way through an hour-long file would otherwise finish it for nobody."""
     prctl = libc_function("prctl", [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
-    if prctl is None or not sys.platform.startswith("linux"):
+    if prctl is None:
         return  # not Linux: the closed pipe ends the worker at its next send
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before the line above

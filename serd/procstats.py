@@ -37,12 +37,8 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _load_malloc_trim():
-    """glibc's malloc_trim, or None (musl, macOS): without it, freed heap stays with the process."""
-    return libc_function("malloc_trim", [ctypes.c_size_t])
-
-
-_MALLOC_TRIM = _load_malloc_trim()
+_MALLOC_TRIM = libc_function("malloc_trim", [ctypes.c_size_t])
+"""glibc's malloc_trim, or None (musl, macOS): without it, freed heap stays with the process."""
 
 
 def release_free_memory() -> bool:

@@ -205,12 +205,18 @@ class SileroVad:
 
     def chunk_probs(self, window: np.ndarray) -> np.ndarray:
         """Voice probability of each whole 32 ms chunk of a window on its own (state and context start at zero)."""
-        x = np.asarray(window, dtype=np.float32)
-        n_chunks = x.shape[0] // self.CHUNK_SAMPLES
-        if n_chunks == 0:
-            return np.zeros(0, dtype=np.float32)
-        return self.run(_with_context(np.pad(x, (self.CONTEXT_SAMPLES, 0)), self.CONTEXT_SAMPLES, n_chunks,
-                                      self.CHUNK_SAMPLES, self.CONTEXT_SAMPLES), self.initial_state())[0]
+        return self.chunk_probs_many([window])[0]
+
+    def chunk_probs_many(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """`chunk_probs` of many windows (or whole clips), each on its own, in one detector call."""
+        size, context = self.CHUNK_SAMPLES, self.CONTEXT_SAMPLES
+        chunks = []
+        for window in windows:
+            x = np.asarray(window, dtype=np.float32)
+            n_chunks = x.shape[0] // size
+            chunks.append(_with_context(np.pad(x, (context, 0)), context, n_chunks, size, context) if n_chunks
+                          else np.zeros((0, context + size), dtype=np.float32))
+        return self.run_many(chunks, [self.initial_state()] * len(chunks))[0]
 
     def voiced_share(self, window: np.ndarray) -> float:
         """Share (0..1) of a window's chunks that hold a voice, the window on its own."""

@@ -60,8 +60,12 @@ def masked_cross_entropy(targets, logits):
     import keras
 
     y = keras.ops.cast(targets[:, 0], "int32")
-    masked = logits + (targets[:, 1:] - 1.0) * 1e4
-    return keras.losses.sparse_categorical_crossentropy(y, masked, from_logits=True)
+    return keras.losses.sparse_categorical_crossentropy(y, _masked(targets, logits), from_logits=True)
+
+
+def _masked(targets, logits):
+    """The logits with each class the clip's corpus lacks pushed to about -1e4 (out of its softmax)."""
+    return logits + (targets[:, 1:] - 1.0) * 1e4
 
 
 def emotion_loss(labels: tuple[str, ...], arousal_weight: float):
@@ -86,7 +90,7 @@ def emotion_loss(labels: tuple[str, ...], arousal_weight: float):
 
     def loss(targets, logits):
         y = keras.ops.cast(targets[:, 0], "int32")
-        probs = keras.ops.softmax(logits + (targets[:, 1:] - 1.0) * 1e4, axis=-1)
+        probs = keras.ops.softmax(_masked(targets, logits), axis=-1)
         p_high = keras.ops.sum(probs * activated, axis=-1)
         p_low = keras.ops.sum(probs * calm, axis=-1)
         p = keras.ops.clip(p_high / (p_high + p_low + 1e-7), 1e-6, 1.0 - 1e-6)

@@ -91,18 +91,15 @@ def ambient_pool(audio: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:
     A stretch is at least AMBIENT_MIN_S of chunks without a voice, less one chunk at
     each end (the edge of a word).
     """
-    from serd.vad import SileroVad, make_detector
+    from serd.vad import make_detector
 
     vad = make_detector("silero", sample_rate)
-    size = SileroVad.CHUNK_SAMPLES
+    size = vad.CHUNK_SAMPLES
     shortest = int(np.ceil(AMBIENT_MIN_S * sample_rate / size)) + 2
     pool = []
     for at in range(0, len(audio), AMBIENT_BATCH):  # batches bound the detector's memory
         clips = audio[at : at + AMBIENT_BATCH]
-        n_chunks = [clip.shape[0] // size for clip in clips]
-        chunks = [_chunks_with_context(clip, n, size, vad.CONTEXT_SAMPLES) for clip, n in zip(clips, n_chunks)]
-        probs, _ = vad.run_many(chunks, [vad.initial_state()] * len(chunks))
-        for clip, voiced in zip(clips, probs):
+        for clip, voiced in zip(clips, vad.chunk_probs_many(clips)):
             quiet = np.concatenate(([False], voiced < vad.CHUNK_THRESHOLD, [False]))
             edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
             for start, end in zip(edges[::2], edges[1::2]):
@@ -111,13 +108,6 @@ def ambient_pool(audio: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:
                     if 10.0 * np.log10(np.mean(np.square(piece, dtype=np.float64)) + 1e-20) > AMBIENT_MIN_DBFS:
                         pool.append(piece.astype(np.float32))
     return pool
-
-
-def _chunks_with_context(clip: np.ndarray, n_chunks: int, size: int, context: int) -> np.ndarray:
-    """(n_chunks, context + size): the clip's chunks, each after the `context` samples before it (zeros first)."""
-    padded = np.concatenate((np.zeros(context, np.float32), clip[: n_chunks * size].astype(np.float32)))
-    rows = np.lib.stride_tricks.sliding_window_view(padded, context + size)[::size][:n_chunks]
-    return np.ascontiguousarray(rows)
 
 
 def ambient(pool: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
