@@ -62,6 +62,10 @@ def add_train_parser(subparsers) -> None:
                         "out of their loss)")
     p.add_argument("--arousal-weight", type=float, default=0.0,
                    help="also train the arousal reading (activated vs calm) with this weight (default: %(default)s, off)")
+    p.add_argument("--arousal-head", type=float, default=0.0, metavar="WEIGHT",
+                   help="train an arousal output beside the emotions, its loss times WEIGHT (training only; default: off)")
+    p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
+                   help="mix the early layers' feature statistics between windows on a share P of them (MixStyle; default: off)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
     p.add_argument("--augment-on", default="", help="comma-separated augmentations off by default to switch on (warp, phone, agc, ambient)")
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
@@ -103,11 +107,6 @@ def run_train(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter hides the progress lines
-    try:
-        import tensorflow  # noqa: F401  (fail early with a useful hint)
-    except ImportError:
-        print("serd train: TensorFlow is missing; install the extra: pip install 'serd[train]'", file=sys.stderr)
-        return 1
     from serd.features import FeatureParams
     from serd.train.augment import AUGMENTATIONS, AugmentSettings
     from serd.train.corpora import parse_spec
@@ -121,14 +120,26 @@ def run_train(args: argparse.Namespace) -> int:
         specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
         augment = AugmentSettings.none() if off == ["all"] else AugmentSettings().without(off)
         augment = augment.with_([a for a in args.augment_on.split(",") if a])
-        if args.arousal_weight < 0:
-            raise ValueError(f"--arousal-weight: expected 0 or more, got {args.arousal_weight}")
+        for flag, value in (("--arousal-weight", args.arousal_weight), ("--arousal-head", args.arousal_head)):
+            if value < 0:
+                raise ValueError(f"{flag}: expected 0 or more, got {value}")
+        if not 0 <= args.mixstyle <= 1:
+            raise ValueError(f"--mixstyle: expected a share from 0 to 1, got {args.mixstyle}")
+        if (args.mixstyle or args.arousal_head) and args.network == "study":
+            raise ValueError("--mixstyle and --arousal-head need --network serd_cnn or serd_cnn_wide")
         rt60 = tuple(float(v) for v in args.reverb_rt60.split(","))
         if len(rt60) != 2 or not 0 < rt60[0] <= rt60[1]:
             raise ValueError(f"--reverb-rt60: expected MIN,MAX seconds, got {args.reverb_rt60}")
     except ValueError as exc:
         print(f"serd: {exc}", file=sys.stderr)
         return 2
+    # After the flags are checked: a mistyped flag is one line, not seconds of TensorFlow
+    # loading and its start-up chatter (TensorFlow 2.21 prints some whatever TF_CPP_MIN_LOG_LEVEL says).
+    try:
+        import tensorflow  # noqa: F401  (fail early with a useful hint)
+    except ImportError:
+        print("serd train: TensorFlow is missing; install the extra: pip install 'serd[train]'", file=sys.stderr)
+        return 1
     augment = dataclasses.replace(augment, rt60_s=rt60)
     study = args.network == "study"
     settings = FitSettings(
@@ -141,6 +152,8 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         class_mask=args.class_mask,
         arousal_weight=args.arousal_weight,
+        arousal_head=args.arousal_head,
+        mixstyle=args.mixstyle,
         augment=augment,
     )
     actors = set(comma_ints(args.actors)) or None

@@ -43,7 +43,12 @@ def to_tflite(model, network: str, params: FeatureParams, n_classes: int, repres
     import tensorflow as tf
 
     fixed = build(network, params.shape, n_classes, batch_size=1)
-    fixed.set_weights(model.get_weights())
+    # The training graph may carry parts the export leaves out (an arousal head, whose
+    # weights come last; MixStyle, which has none): take the rest in order, and check.
+    fixed.set_weights(model.get_weights()[: len(fixed.get_weights())])
+    probe = np.random.default_rng(0).standard_normal((1, *params.shape, 1)).astype(np.float32)
+    if not np.allclose(np.asarray(model(probe, training=False))[:, :n_classes], np.asarray(fixed(probe)), atol=1e-4):
+        raise RuntimeError(f"the export graph of {network} does not reproduce the trained model")
     with tempfile.TemporaryDirectory() as tmp:
         # Export to a SavedModel first: from_keras_model's calibration fails on some
         # Keras 3 graphs (READ_VARIABLE ... variable != nullptr).

@@ -41,6 +41,10 @@ class FitSettings:
     """Mask a class a corpus lacks out of its clips' loss (False: it counts as a wrong answer there)."""
     arousal_weight: float = 0.0
     """Weight of the arousal term (`emotion_loss`): 0 trains the categories alone, as v3 did."""
+    arousal_head: float = 0.0
+    """Weight of an arousal head's loss (a training-only output, `networks.serd_cnn`); 0: no head."""
+    mixstyle: float = 0.0
+    """Share of training windows whose early feature statistics are mixed with another's (MixStyle); 0: off."""
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     gate: GateSettings = field(default_factory=GateSettings)
 
@@ -68,36 +72,48 @@ def _masked(targets, logits):
     return logits + (targets[:, 1:] - 1.0) * 1e4
 
 
-def emotion_loss(labels: tuple[str, ...], arousal_weight: float):
-    """`masked_cross_entropy`, plus `arousal_weight` x the cross-entropy of the arousal reading.
+def emotion_loss(labels: tuple[str, ...], arousal_weight: float, arousal_head: float = 0.0):
+    """`masked_cross_entropy`, plus `arousal_weight` x the cross-entropy of the arousal reading,
+    plus `arousal_head` x the cross-entropy of the arousal head (the network's last output, when
+    built with one: `networks.serd_cnn`).
 
     The arousal reading is what the runtime shows (`serd.labels.arousal_of`: the
     activated classes' share of activated + calm), so training it asks the network to
     get the calm/activated side right even where it cannot tell the category: every
     corpus carries arousal (EmoSpeech's calm against its other three is nothing else),
     and it is what held best across corpora. No new output: messages and models keep
-    their shape. A clip of a class with no side (disgust) adds nothing to the term.
+    their shape. The head is the other way to ask the same: an output of its own, trained
+    beside the categories (and, for now, scored in Keras only: `keras_clip_scores`). A clip
+    of a class with no side (disgust) adds nothing to either term.
     """
-    if not arousal_weight:
+    if not arousal_weight and not arousal_head:
         return masked_cross_entropy
     import keras
 
     from serd.labels import arousal_sides
 
+    n = len(labels)
     high, low = arousal_sides(labels)
-    activated = keras.ops.convert_to_tensor(np.isin(np.arange(len(labels)), high).astype("float32"))
-    calm = keras.ops.convert_to_tensor(np.isin(np.arange(len(labels)), low).astype("float32"))
+    activated = keras.ops.convert_to_tensor(np.isin(np.arange(n), high).astype("float32"))
+    calm = keras.ops.convert_to_tensor(np.isin(np.arange(n), low).astype("float32"))
 
-    def loss(targets, logits):
+    def loss(targets, outputs):
+        logits = outputs[:, :n]
         y = keras.ops.cast(targets[:, 0], "int32")
-        probs = keras.ops.softmax(_masked(targets, logits), axis=-1)
-        p_high = keras.ops.sum(probs * activated, axis=-1)
-        p_low = keras.ops.sum(probs * calm, axis=-1)
-        p = keras.ops.clip(p_high / (p_high + p_low + 1e-7), 1e-6, 1.0 - 1e-6)
         is_high = keras.ops.take(activated, y)
         has_side = is_high + keras.ops.take(calm, y)
-        arousal = -(is_high * keras.ops.log(p) + (1.0 - is_high) * keras.ops.log(1.0 - p)) * has_side
-        return masked_cross_entropy(targets, logits) + arousal_weight * arousal
+        total = masked_cross_entropy(targets, logits)
+        if arousal_weight:
+            probs = keras.ops.softmax(_masked(targets, logits), axis=-1)
+            p_high = keras.ops.sum(probs * activated, axis=-1)
+            p_low = keras.ops.sum(probs * calm, axis=-1)
+            p = keras.ops.clip(p_high / (p_high + p_low + 1e-7), 1e-6, 1.0 - 1e-6)
+            arousal = -(is_high * keras.ops.log(p) + (1.0 - is_high) * keras.ops.log(1.0 - p)) * has_side
+            total = total + arousal_weight * arousal
+        if arousal_head:
+            z = outputs[:, n]
+            total = total + arousal_head * (keras.ops.softplus(z) - is_high * z) * has_side
+        return total
 
     return loss
 
@@ -121,24 +137,42 @@ def window_labels(corpus: Corpus, indices, params: FeatureParams, settings: FitS
     return prepared
 
 
-def keras_clip_scores(model, prepared, y_clips: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Clip-level accuracy/UAR of a Keras model, averaging window probabilities like analyze."""
+def keras_clip_scores(model, prepared, y_clips: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
+    """Clip-level accuracy/UAR of a Keras model, averaging window probabilities like analyze.
+
+    Also arousal UAR (activated against calm, clips with a side) from the averaged
+    probabilities as the runtime reads it, and from the arousal head when the model has one.
+    """
+    from serd.labels import arousal_of, arousal_sides
     from serd.model import softmax
 
+    n_classes = len(labels)
     feats = [f for _, f in prepared if f.shape[0]]
     if not feats:
         return {"accuracy": 0.0, "uar": 0.0}
     stacked = np.concatenate(feats)[..., None]
-    probs = softmax(np.asarray(model.predict(stacked, batch_size=256, verbose=0)))
+    outputs = np.asarray(model.predict(stacked, batch_size=256, verbose=0))
+    probs = softmax(outputs[:, :n_classes])
+    head = 1.0 / (1.0 + np.exp(-outputs[:, n_classes])) if outputs.shape[1] > n_classes else None
     offset = 0
-    predicted = []
+    predicted, derived, headed = [], [], []
     for result, f in prepared:
         n = f.shape[0]
-        clip_probs = probs[offset : offset + n].mean(axis=0) if n else np.zeros(n_classes)
-        offset += n
+        clip_probs = probs[offset : offset + n].mean(axis=0) if n else np.full(n_classes, 1.0 / n_classes)
         predicted.append(int(np.argmax(clip_probs)) if n else -1)
+        derived.append(arousal_of(clip_probs, labels) or 0.0)
+        headed.append(float(head[offset : offset + n].mean()) if head is not None and n else 0.0)
+        offset += n
     predicted = np.array(predicted)
-    return {"accuracy": metrics.accuracy(y_clips, predicted), "uar": metrics.uar(y_clips, predicted, n_classes)}
+    scores = {"accuracy": metrics.accuracy(y_clips, predicted), "uar": metrics.uar(y_clips, predicted, n_classes)}
+    high, low = arousal_sides(labels)
+    side = np.where(np.isin(y_clips, high), 1, np.where(np.isin(y_clips, low), 0, -1))
+    if high and low and (side >= 0).any():
+        keep = side >= 0
+        scores["arousal_uar"] = metrics.uar(side[keep], (np.array(derived)[keep] >= 0.5).astype(int), 2)
+        if head is not None:
+            scores["arousal_head_uar"] = metrics.uar(side[keep], (np.array(headed)[keep] >= 0.5).astype(int), 2)
+    return scores
 
 
 def train_split(
@@ -162,12 +196,13 @@ def train_split(
     logmel = LogMel(params)
     n_classes = len(corpus.labels)
 
-    model = build(settings.network, params.shape, n_classes)
+    model = build(settings.network, params.shape, n_classes, mixstyle_p=settings.mixstyle,
+                  arousal_head=bool(settings.arousal_head))
     steps_per_epoch = int(np.ceil(len(split.train) * settings.crops_per_clip / settings.batch_size))
     epochs = settings.epochs if settings.steps is None else max(1, int(np.ceil(settings.steps / steps_per_epoch)))
     steps = epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(1, steps))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=emotion_loss(corpus.labels, settings.arousal_weight))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=emotion_loss(corpus.labels, settings.arousal_weight, settings.arousal_head))
     val_prepared = window_labels(corpus, split.val, params, settings)
     y_val = corpus.y[list(split.val)]
 
@@ -189,7 +224,7 @@ def train_split(
             fit = model.fit(x, y, sample_weight=w, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=True)
             entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1])}
             if split.val and ((epoch + 1) % 5 == 0 or epoch + 1 == epochs):
-                entry.update({f"val_{k}": v for k, v in keras_clip_scores(model, val_prepared, y_val, n_classes).items()})
+                entry.update({f"val_{k}": v for k, v in keras_clip_scores(model, val_prepared, y_val, corpus.labels).items()})
             history.append(entry)
             _LOGGER.info(
                 "%s %s epoch %d/%d loss %.3f%s (%.0f s)",
@@ -219,7 +254,7 @@ def train_split(
     }
     if split.test:
         test_prepared = window_labels(corpus, split.test, params, settings)
-        result["keras_float"] = keras_clip_scores(model, test_prepared, corpus.y[list(split.test)], n_classes)
+        result["keras_float"] = keras_clip_scores(model, test_prepared, corpus.y[list(split.test)], corpus.labels)
     if not export:
         return result
 

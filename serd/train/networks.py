@@ -10,12 +10,20 @@ from __future__ import annotations
 NETWORKS = ("serd_cnn", "serd_cnn_wide", "study")
 
 
-def build(name: str, input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None):
-    """A compiled-ready Keras model; `batch_size=1` gives the fixed-batch export graph."""
+def build(name: str, input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None,
+          mixstyle_p: float = 0.0, arousal_head: bool = False):
+    """A compiled-ready Keras model; `batch_size=1` gives the fixed-batch export graph.
+
+    `mixstyle_p` and `arousal_head` shape the training graph only (see `serd_cnn`); the
+    export graph is built without them and takes the same weights in the same order.
+    """
     if name == "serd_cnn":
-        return serd_cnn(input_shape, n_classes, batch_size)
+        return serd_cnn(input_shape, n_classes, batch_size, mixstyle_p=mixstyle_p, arousal_head=arousal_head)
     if name == "serd_cnn_wide":
-        return serd_cnn(input_shape, n_classes, batch_size, widths=(32, 64, 128, 256), name="serd_cnn_wide")
+        return serd_cnn(input_shape, n_classes, batch_size, widths=(32, 64, 128, 256), name="serd_cnn_wide",
+                        mixstyle_p=mixstyle_p, arousal_head=arousal_head)
+    if mixstyle_p or arousal_head:
+        raise ValueError(f"{name} takes neither MixStyle nor an arousal head")
     if name == "study":
         return study_baseline(input_shape, n_classes, batch_size)
     raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
@@ -44,12 +52,17 @@ def study_baseline(input_shape: tuple[int, int], n_classes: int, batch_size: int
 
 
 def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None,
-             widths: tuple[int, int, int, int] = (16, 32, 64, 128), name: str = "serd_cnn"):
+             widths: tuple[int, int, int, int] = (16, 32, 64, 128), name: str = "serd_cnn",
+             mixstyle_p: float = 0.0, arousal_head: bool = False):
     """The shipped network: every op full-int8 in TFLite (Conv/ReLU/pool/reshape/dense).
 
     A strided first convolution and early pooling keep it near 11 M
     multiply-adds per window; pooling over time only at the end keeps the
     frequency layout (pitch and spectral tilt carry emotion) for the classifier.
+
+    Training-only parts: `mixstyle_p` > 0 mixes the first two blocks' feature statistics
+    between windows (`MixStyle`); `arousal_head` adds one more logit (activated against
+    calm) after the emotion logits, trained by `fit.emotion_loss` and left out of the export.
     """
     import keras
     from keras import layers
@@ -60,17 +73,58 @@ def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | Non
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     x = layers.MaxPooling2D(2)(x)
-    for filters in widths[1:]:
+    if mixstyle_p:
+        x = mix_style_layer(mixstyle_p)(x)
+    for block, filters in enumerate(widths[1:]):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         if filters != widths[-1]:
             x = layers.MaxPooling2D(2)(x)
         x = layers.SpatialDropout2D(0.1)(x)
+        if mixstyle_p and block == 0:
+            x = mix_style_layer(mixstyle_p)(x)
     # Average over time only: (freq, 1, channels) keeps where in frequency energy sits.
     freq_bins, time_steps = x.shape[1], x.shape[2]
     x = layers.AveragePooling2D(pool_size=(1, time_steps))(x)
     x = layers.Reshape((freq_bins * x.shape[3],))(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, name="logits")(x)
+    if arousal_head:
+        # Created after the emotion logits, so its weights come last and the export graph
+        # (without it) takes the rest in order (`export.to_tflite` checks the outputs agree).
+        outputs = layers.Concatenate()([outputs, layers.Dense(1, name="arousal")(x)])
     return keras.Model(inputs, outputs, name=name)
+
+
+def mix_style_layer(p: float, alpha: float = 0.1):
+    """MixStyle (Zhou et al., ICLR 2021): on a share `p` of training windows, swap part of each
+    channel's mean and spread over (frequency, time) for another window's in the batch.
+
+    Those statistics carry the microphone, the room and the corpus more than the emotion, so
+    mixing them across windows of different corpora asks the network not to lean on them.
+    Identity outside training; no weights.
+    """
+    import keras
+
+    class MixStyle(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator()  # fresh draws every step
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            ops = keras.ops
+            batch = ops.shape(x)[0]
+            mean = ops.stop_gradient(ops.mean(x, axis=(1, 2), keepdims=True))
+            std = ops.stop_gradient(ops.sqrt(ops.var(x, axis=(1, 2), keepdims=True) + 1e-6))
+            partner = keras.random.shuffle(ops.arange(batch), seed=self.seed_generator)
+            lam = keras.random.beta((batch, 1, 1, 1), alpha, alpha, seed=self.seed_generator)
+            mixed_mean = lam * mean + (1.0 - lam) * ops.take(mean, partner, axis=0)
+            mixed_std = lam * std + (1.0 - lam) * ops.take(std, partner, axis=0)
+            mixed = (x - mean) / std * mixed_std + mixed_mean
+            apply = ops.cast(keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < p, x.dtype)
+            return apply * mixed + (1.0 - apply) * x
+
+    return MixStyle()

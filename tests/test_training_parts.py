@@ -1,0 +1,87 @@
+"""Training-only parts of the network: MixStyle and an arousal head, and the export that leaves them out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+needs_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                      reason="training needs TensorFlow (pip install -e '.[train]')")
+LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+
+
+@needs_tensorflow
+def test_mixstyle_mixes_each_windows_channel_statistics_with_another_windows_only_in_training():
+    from serd.train.networks import mix_style_layer
+
+    rng = np.random.default_rng(0)
+    # Eight windows, each channel with its own level and spread (as a microphone or corpus would give).
+    means = rng.uniform(-20, 20, size=(8, 1, 1, 3)).astype(np.float32)
+    stds = rng.uniform(0.5, 5, size=(8, 1, 1, 3)).astype(np.float32)
+    x = (rng.standard_normal((8, 16, 20, 3)).astype(np.float32) * stds + means)
+    layer = mix_style_layer(p=1.0)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    y = np.asarray(layer(x, training=True))
+    in_means, out_means = x.mean(axis=(1, 2)), y.mean(axis=(1, 2))
+    # Every mixed statistic lies between the batch's extremes, and the batch's windows moved.
+    assert np.all(out_means >= in_means.min(axis=0) - 1e-3) and np.all(out_means <= in_means.max(axis=0) + 1e-3)
+    assert np.abs(out_means - in_means).max() > 1.0
+    # What is left after the statistics are taken out is the window's own pattern.
+    def standardised(a):
+        return (a - a.mean(axis=(1, 2), keepdims=True)) / a.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(standardised(y), standardised(x), atol=1e-3)
+    # Fresh draws each step: two training calls mix differently.
+    assert np.abs(np.asarray(layer(x, training=True)) - y).max() > 1e-3
+
+
+@needs_tensorflow
+def test_the_arousal_head_is_scored_on_its_own_logit_and_only_for_clips_with_a_side():
+    import tensorflow as tf
+
+    from serd.train.fit import emotion_loss, masked_cross_entropy
+
+    loss = emotion_loss(LABELS, 0.0, arousal_head=2.0)
+    outputs = tf.constant([[0.5, 0.1, 2.0, 0.3, 0.0, 0.2, 1.5]])  # six emotion logits, then the head
+    emotions = outputs[:, :6]
+    for label, target in (("angry", 1.0), ("sad", 0.0)):
+        targets = tf.constant([[float(LABELS.index(label)), 1, 1, 1, 1, 1, 1]])
+        head = -np.log(1 / (1 + np.exp(-1.5))) if target else -np.log(1 - 1 / (1 + np.exp(-1.5)))
+        expected = float(masked_cross_entropy(targets, emotions)[0]) + 2.0 * head
+        assert float(loss(targets, outputs)[0]) == pytest.approx(expected, rel=1e-5)
+    disgust = tf.constant([[5.0, 1, 1, 1, 1, 1, 1]])
+    assert float(loss(disgust, outputs)[0]) == pytest.approx(float(masked_cross_entropy(disgust, emotions)[0]), rel=1e-6)
+
+
+@needs_tensorflow
+def test_train_with_mixstyle_and_an_arousal_head_exports_the_emotions_alone(ravdess_root: Path, tmp_path: Path):
+    from serd.model import Model
+    from test_train import serd
+
+    done = serd("train", "--data", ravdess_root, "--actors", "1,2,3", "--folds", "3", "--only-folds", "1",
+                "--epochs", "1", "--mixstyle", "0.5", "--arousal-head", "1", "--out", tmp_path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fold = json.loads((tmp_path / "results.json").read_text())["fold1"]
+    assert fold["settings"]["mixstyle"] == 0.5 and fold["settings"]["arousal_head"] == 1.0
+    # The head is scored in Keras beside the arousal the runtime derives from the emotions.
+    assert 0.0 <= fold["keras_float"]["arousal_head_uar"] <= 1.0 and 0.0 <= fold["keras_float"]["arousal_uar"] <= 1.0
+    # The model file is the runtime's contract: five emotion logits, no sixth output.
+    model = Model(next(tmp_path.glob("*-int8.tflite")))
+    assert model.labels == ("neutral", "happy", "sad", "angry", "fearful")
+    probs = model.predict(np.zeros(model.params.shape, dtype=np.float32))
+    assert probs.shape == (5,) and probs.sum() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--mixstyle", "2"), "serd: --mixstyle: expected a share from 0 to 1, got 2.0"),
+    (("--arousal-head", "-1"), "serd: --arousal-head: expected 0 or more, got -1.0"),
+    (("--network", "study", "--mixstyle", "0.5"), "serd: --mixstyle and --arousal-head need --network serd_cnn or serd_cnn_wide"),
+])
+def test_train_refuses_bad_training_parts_in_one_line(flags, message, tmp_path: Path):
+    from test_train import serd
+
+    refused = serd("train", *flags, "--out", tmp_path, cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip() == message
