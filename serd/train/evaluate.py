@@ -118,14 +118,21 @@ def reading_scores(y: np.ndarray, probs: np.ndarray, predicted: np.ndarray, labe
     if rows.any():
         restricted = np.array(four)[np.argmax(probs[rows][:, four], axis=1)]
         out["uar4"] = metrics.uar(y[rows], restricted, n)
-    # arousal: activated (angry, happy, fearful) vs calm (neutral, sad); disgust clips are on neither side
+    score = arousal_uar(y, [arousal_of(p, labels) or 0.0 for p in probs], labels)
+    if score is not None:
+        out["arousal_uar"] = score
+    return out
+
+
+def arousal_uar(y: np.ndarray, arousal, labels) -> float | None:
+    """UAR of activated (angry, happy, fearful) against calm (neutral, sad) from per-clip arousal
+    readings (activated when >= 0.5); disgust clips are on neither side. None without both sides."""
     high, low = arousal_sides(labels)
     truth = np.array([1 if k in high else 0 if k in low else -1 for k in y.tolist()])
     rows = truth >= 0
-    if rows.any() and len(set(truth[rows].tolist())) == 2:
-        guess = np.array([1 if (arousal_of(p, labels) or 0.0) >= 0.5 else 0 for p in probs[rows]])
-        out["arousal_uar"] = metrics.uar(truth[rows], guess, 2)
-    return out
+    if not rows.any() or len(set(truth[rows].tolist())) != 2:
+        return None
+    return metrics.uar(truth[rows], (np.asarray(arousal, dtype=float)[rows] >= 0.5).astype(int), 2)
 
 
 def by_corpus(corpus, indices: list[int], probs: np.ndarray, predicted: np.ndarray, labels) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from serd.train import metrics
 from serd.train.augment import AugmentSettings
 from serd.train.channel import CONDITIONS
 from serd.train.data import Corpus, crop, epoch_arrays
-from serd.train.evaluate import score_model
+from serd.train.evaluate import arousal_uar, score_model
 from serd.train.export import multiply_adds, save_model, to_tflite
 from serd.train.networks import build
 from serd.train.splits import Split
@@ -143,7 +143,7 @@ def keras_clip_scores(model, prepared, y_clips: np.ndarray, labels: tuple[str, .
     Also arousal UAR (activated against calm, clips with a side) from the averaged
     probabilities as the runtime reads it, and from the arousal head when the model has one.
     """
-    from serd.labels import arousal_of, arousal_sides
+    from serd.labels import arousal_of
     from serd.model import softmax
 
     n_classes = len(labels)
@@ -158,20 +158,17 @@ def keras_clip_scores(model, prepared, y_clips: np.ndarray, labels: tuple[str, .
     predicted, derived, headed = [], [], []
     for result, f in prepared:
         n = f.shape[0]
-        clip_probs = probs[offset : offset + n].mean(axis=0) if n else np.full(n_classes, 1.0 / n_classes)
+        clip_probs = probs[offset : offset + n].mean(axis=0) if n else np.zeros(n_classes)
         predicted.append(int(np.argmax(clip_probs)) if n else -1)
         derived.append(arousal_of(clip_probs, labels) or 0.0)
         headed.append(float(head[offset : offset + n].mean()) if head is not None and n else 0.0)
         offset += n
     predicted = np.array(predicted)
     scores = {"accuracy": metrics.accuracy(y_clips, predicted), "uar": metrics.uar(y_clips, predicted, n_classes)}
-    high, low = arousal_sides(labels)
-    side = np.where(np.isin(y_clips, high), 1, np.where(np.isin(y_clips, low), 0, -1))
-    if high and low and (side >= 0).any():
-        keep = side >= 0
-        scores["arousal_uar"] = metrics.uar(side[keep], (np.array(derived)[keep] >= 0.5).astype(int), 2)
-        if head is not None:
-            scores["arousal_head_uar"] = metrics.uar(side[keep], (np.array(headed)[keep] >= 0.5).astype(int), 2)
+    for key, readings in (("arousal_uar", derived), ("arousal_head_uar", headed if head is not None else None)):
+        score = arousal_uar(y_clips, readings, labels) if readings is not None else None
+        if score is not None:
+            scores[key] = score
     return scores
 
 
