@@ -256,8 +256,10 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            # repr for "", blanks and control characters: the error stays one visible line
-            name = key if isinstance(key, str) and key.isprintable() and key.strip() else repr(key)
+            # repr for "", blanks and control characters, so the error stays one visible line,
+            # and for a key with ':' in it, so the path still ends at the first ': '
+            plain = isinstance(key, str) and key.isprintable() and key.strip() and ":" not in key
+            name = key if plain else repr(key)
             where = f"{prefix}.{name}" if prefix else name
             raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(sorted(known))})")
     values = {}
