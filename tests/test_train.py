@@ -277,3 +277,23 @@ def test_calibration_across_folds_of_two_corpora_scores_every_clip_once(ravdess_
     assert 0 <= report["pooled_ece"] <= 1 and report["temperature_all_folds"] > 0
     # actor 1 (60 clips, 8 of them disgust, left out by the default emotion5) + nEMO speaker EB0 (5)
     assert "fold1: scoring 57 test clips" in calibrated.stderr
+
+
+def test_runs_writing_to_one_folder_at_once_keep_each_others_results(tmp_path: Path):
+    """Folds or held-out corpora trained in parallel into one --out: every split ends in results.json."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from serd.train.cli import _add_result\n"
+        "path, name, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])\n"
+        "time.sleep(max(0.0, start - time.time()))\n"
+        "for k in range(40):\n"
+        "    _add_result(path, f'{name}-{k}', {'uar': k, 'history': list(range(2000))})\n"
+    )
+    path = tmp_path / "results.json"
+    start = __import__("time").time() + 2.0  # all four begin together, after their imports
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(path), f"run{n}", str(start)], env=subprocess_env())
+            for n in range(4)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0, 0, 0]
+    results = json.loads(path.read_text())
+    assert sorted(results) == sorted(f"run{n}-{k}" for n in range(4) for k in range(40))

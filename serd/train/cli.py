@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -180,19 +182,36 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results: dict = {}
     for split in splits:
         _LOGGER.info("%s: train %d, val %d, test %d clips (test actors %s)", split.name, len(split.train),
                      len(split.val), len(split.test), list(split.test_actors))
-        results[split.name] = train_split(corpus, split, params, settings, args.out, args.label_set,
-                                          export=not args.no_export, noise_eval=args.noise_eval,
-                                          name=args.name if len(splits) == 1 else None)
-        results_path.write_text(json.dumps(results, indent=1))
+        result = train_split(corpus, split, params, settings, args.out, args.label_set,
+                             export=not args.no_export, noise_eval=args.noise_eval,
+                             name=args.name if len(splits) == 1 else None)
+        results = _add_result(results_path, split.name, result)
     print(summary_table(results, corpus.labels))
     print(corpus_table(results))
     print(f"results: {results_path}")
     _ = AUGMENTATIONS
     return 0
+
+
+def _add_result(results_path: Path, split_name: str, result: dict) -> dict:
+    """Merge one split's result into results.json and return all of them.
+
+    Read under a lock at write time, not once at the start, so that runs writing to the same
+    folder at once (folds or held-out corpora run in parallel) keep each other's results; the
+    file is replaced whole, so a reader never sees half of it.
+    """
+    with open(results_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results[split_name] = result
+        partial = results_path.with_suffix(".json.part")
+        partial.write_text(json.dumps(results, indent=1))
+        os.replace(partial, results_path)
+    return results
 
 
 def summary_table(results: dict, labels) -> str:
