@@ -81,4 +81,4 @@ def test_an_unknown_model_name_lists_the_models_that_exist(command: str, workdir
     assert done.returncode == EX_CONFIG, done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith("serd: model error: ") and "serd-emotion7.tflite: model file not found" in line
-    assert "models that exist: serd-emotion5-float, serd-emotion5-int8, serd-emotion6-float, serd-emotion6-int8" in line
+    assert "models that exist: serd-emotion5-float, serd-emotion5-int8, serd-emotion5-wide-int8, serd-emotion6-float, serd-emotion6-int8" in line
