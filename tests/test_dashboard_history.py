@@ -124,7 +124,9 @@ def test_the_history_page_shows_the_stored_day(served, tmp_path):
         page.select_option("#span", "day")
         page.fill("#day", day)
         page.dispatch_event("#day", "change")
-        page.wait_for_function("document.getElementById('summary').textContent.includes('" + day + "')")
+        # a function, not a bare expression: Playwright runs an expression through the page's own
+        # eval, which the dashboard's Content-Security-Policy (no 'unsafe-eval') refuses
+        page.wait_for_function("(day) => document.getElementById('summary').textContent.includes(day)", arg=day)
         summary = page.text_content("#summary")
         # 3/4 of 30 minutes had speech: 22.5 min, shown rounded to the minute
         assert "room-b" in summary and re.search(r"2[23] min of speech in 30 min recorded", summary), summary
