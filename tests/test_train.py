@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +292,7 @@ def test_runs_writing_to_one_folder_at_once_keep_each_others_results(tmp_path: P
         "    _add_result(path, f'{name}-{k}', {'uar': k, 'history': list(range(2000))})\n"
     )
     path = tmp_path / "results.json"
-    start = __import__("time").time() + 2.0  # all four begin together, after their imports
+    start = time.time() + 2.0  # all four begin together, after their imports
     runs = [subprocess.Popen([sys.executable, "-c", script, str(path), f"run{n}", str(start)], env=subprocess_env())
             for n in range(4)]
     assert [run.wait(timeout=120) for run in runs] == [0, 0, 0, 0]

@@ -165,8 +165,9 @@ def keras_clip_scores(model, prepared, y_clips: np.ndarray, labels: tuple[str, .
         offset += n
     predicted = np.array(predicted)
     scores = {"accuracy": metrics.accuracy(y_clips, predicted), "uar": metrics.uar(y_clips, predicted, n_classes)}
-    for key, readings in (("arousal_uar", derived), ("arousal_head_uar", headed if head is not None else None)):
-        score = arousal_uar(y_clips, readings, labels) if readings is not None else None
+    readings = {"arousal_uar": derived, **({"arousal_head_uar": headed} if head is not None else {})}
+    for key, arousal in readings.items():
+        score = arousal_uar(y_clips, arousal, labels)
         if score is not None:
             scores[key] = score
     return scores
