@@ -68,6 +68,9 @@ def add_train_parser(subparsers) -> None:
                    help="train an arousal output beside the emotions, its loss times WEIGHT (training only; default: off)")
     p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
                    help="mix the early layers' feature statistics between windows on a share P of them (MixStyle; default: off)")
+    p.add_argument("--corpus-adversary", type=float, default=0.0, metavar="STRENGTH",
+                   help="train a corpus classifier behind a gradient reversal of this strength, so that the features "
+                        "stop telling the corpora apart (DANN; training only, two corpora or more; default: off)")
     p.add_argument("--augment-off", default="", help="comma-separated augmentations to switch off, or 'all'")
     p.add_argument("--augment-on", default="", help="comma-separated augmentations off by default to switch on (warp, phone, agc, ambient)")
     p.add_argument("--noise-eval", action="store_true", help="also score the int8 model at 20/10/5 dB pink/babble")
@@ -122,13 +125,16 @@ def run_train(args: argparse.Namespace) -> int:
         specs = [parse_spec(text) for text in (args.data or [DEFAULT_DATA])]
         augment = AugmentSettings.none() if off == ["all"] else AugmentSettings().without(off)
         augment = augment.with_([a for a in args.augment_on.split(",") if a])
-        for flag, value in (("--arousal-weight", args.arousal_weight), ("--arousal-head", args.arousal_head)):
+        for flag, value in (("--arousal-weight", args.arousal_weight), ("--arousal-head", args.arousal_head),
+                            ("--corpus-adversary", args.corpus_adversary)):
             if value < 0:
                 raise ValueError(f"{flag}: expected 0 or more, got {value}")
         if not 0 <= args.mixstyle <= 1:
             raise ValueError(f"--mixstyle: expected a share from 0 to 1, got {args.mixstyle}")
-        if (args.mixstyle or args.arousal_head) and args.network == "study":
-            raise ValueError("--mixstyle and --arousal-head need --network serd_cnn or serd_cnn_wide")
+        if (args.mixstyle or args.arousal_head or args.corpus_adversary) and args.network == "study":
+            raise ValueError("--mixstyle, --arousal-head and --corpus-adversary need --network serd_cnn or serd_cnn_wide")
+        if args.corpus_adversary and len({spec.name for spec in specs}) < 2:
+            raise ValueError("--corpus-adversary needs two corpora or more (--data NAME=PATH, twice)")
         rt60 = tuple(float(v) for v in args.reverb_rt60.split(","))
         if len(rt60) != 2 or not 0 < rt60[0] <= rt60[1]:
             raise ValueError(f"--reverb-rt60: expected MIN,MAX seconds, got {args.reverb_rt60}")
@@ -156,6 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
         arousal_weight=args.arousal_weight,
         arousal_head=args.arousal_head,
         mixstyle=args.mixstyle,
+        corpus_adversary=args.corpus_adversary,
         augment=augment,
     )
     actors = set(comma_ints(args.actors)) or None

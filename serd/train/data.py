@@ -136,11 +136,13 @@ def epoch_arrays(
     crops_per_clip: int = 2,
     logmel: LogMel | None = None,
     class_mask: bool = True,
+    corpus_column: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, targets and sample weights for one epoch of training windows.
 
     Targets are (class index, covered-class mask...) rows for `masked_cross_entropy`; without
     `class_mask` every class counts for every clip (a class the corpus lacks is a wrong answer).
+    `corpus_column` appends the clip's corpus (its index in `corpus.corpora`) for a corpus adversary.
     """
     logmel = logmel or LogMel(params)
     weight_of = dict(zip(indices, corpus.class_weights(indices)))
@@ -158,5 +160,9 @@ def epoch_arrays(
             features = spec_augment(features, rng)
         x[row, :, :, 0] = features
     covers = corpus.covers[order] if class_mask else np.ones_like(corpus.covers[order])
-    targets = np.concatenate([corpus.y[order, None], covers], axis=1).astype(np.float32)
+    columns = [corpus.y[order, None], covers]
+    if corpus_column:
+        index_of = {name: k for k, name in enumerate(corpus.corpora)}
+        columns.append(np.array([[index_of[corpus.clips[i].corpus]] for i in order]))
+    targets = np.concatenate(columns, axis=1).astype(np.float32)
     return x, targets, np.array([weight_of[i] for i in order], dtype=np.float32)

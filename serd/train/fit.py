@@ -45,6 +45,8 @@ class FitSettings:
     """Weight of an arousal head's loss (a training-only output, `networks.serd_cnn`); 0: no head."""
     mixstyle: float = 0.0
     """Share of training windows whose early feature statistics are mixed with another's (MixStyle); 0: off."""
+    corpus_adversary: float = 0.0
+    """Strength of the gradient reversal behind a corpus classifier (DANN, `networks.serd_cnn`); 0: none."""
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     gate: GateSettings = field(default_factory=GateSettings)
 
@@ -68,14 +70,19 @@ def masked_cross_entropy(targets, logits):
 
 
 def _masked(targets, logits):
-    """The logits with each class the clip's corpus lacks pushed to about -1e4 (out of its softmax)."""
-    return logits + (targets[:, 1:] - 1.0) * 1e4
+    """The logits with each class the clip's corpus lacks pushed to about -1e4 (out of its softmax).
+
+    The covers are the columns after the class index, one per logit (a corpus index may follow them)."""
+    return logits + (targets[:, 1 : 1 + logits.shape[-1]] - 1.0) * 1e4
 
 
-def emotion_loss(labels: tuple[str, ...], arousal_weight: float, arousal_head: float = 0.0):
+def emotion_loss(labels: tuple[str, ...], arousal_weight: float, arousal_head: float = 0.0,
+                 corpus_adversary: bool = False):
     """`masked_cross_entropy`, plus `arousal_weight` x the cross-entropy of the arousal reading,
-    plus `arousal_head` x the cross-entropy of the arousal head (the network's last output, when
-    built with one: `networks.serd_cnn`).
+    plus `arousal_head` x the cross-entropy of the arousal head (the output after the emotions, when
+    built with one: `networks.serd_cnn`), plus, with `corpus_adversary`, the corpus classifier's
+    cross-entropy (its logits come last, the clip's corpus index is the targets' last column; its
+    strength against the features is the gradient reversal's, so its own weight is 1).
 
     The arousal reading is what the runtime shows (`serd.labels.arousal_of`: the
     activated classes' share of activated + calm), so training it asks the network to
@@ -86,7 +93,7 @@ def emotion_loss(labels: tuple[str, ...], arousal_weight: float, arousal_head: f
     beside the categories (and, for now, scored in Keras only: `keras_clip_scores`). A clip
     of a class with no side (disgust) adds nothing to either term.
     """
-    if not arousal_weight and not arousal_head:
+    if not arousal_weight and not arousal_head and not corpus_adversary:
         return masked_cross_entropy
     import keras
 
@@ -113,6 +120,10 @@ def emotion_loss(labels: tuple[str, ...], arousal_weight: float, arousal_head: f
         if arousal_head:
             z = outputs[:, n]
             total = total + arousal_head * (keras.ops.softplus(z) - is_high * z) * has_side
+        if corpus_adversary:
+            corpus_logits = outputs[:, n + (1 if arousal_head else 0):]
+            corpus = keras.ops.cast(targets[:, -1], "int32")
+            total = total + keras.losses.sparse_categorical_crossentropy(corpus, corpus_logits, from_logits=True)
         return total
 
     return loss
@@ -153,7 +164,8 @@ def keras_clip_scores(model, prepared, y_clips: np.ndarray, labels: tuple[str, .
     stacked = np.concatenate(feats)[..., None]
     outputs = np.asarray(model.predict(stacked, batch_size=256, verbose=0))
     probs = softmax(outputs[:, :n_classes])
-    head = 1.0 / (1.0 + np.exp(-outputs[:, n_classes])) if outputs.shape[1] > n_classes else None
+    has_head = any(layer.name == "arousal" for layer in model.layers)
+    head = 1.0 / (1.0 + np.exp(-outputs[:, n_classes])) if has_head else None
     offset = 0
     predicted, derived, headed = [], [], []
     for result, f in prepared:
@@ -194,20 +206,21 @@ def train_split(
     logmel = LogMel(params)
     n_classes = len(corpus.labels)
 
+    adversary = (len(corpus.corpora), settings.corpus_adversary) if settings.corpus_adversary else None
     model = build(settings.network, params.shape, n_classes, mixstyle_p=settings.mixstyle,
-                  arousal_head=bool(settings.arousal_head))
+                  arousal_head=bool(settings.arousal_head), corpus_adversary=adversary)
     steps_per_epoch = int(np.ceil(len(split.train) * settings.crops_per_clip / settings.batch_size))
     epochs = settings.epochs if settings.steps is None else max(1, int(np.ceil(settings.steps / steps_per_epoch)))
     steps = epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(1, steps))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=emotion_loss(corpus.labels, settings.arousal_weight, settings.arousal_head))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=emotion_loss(corpus.labels, settings.arousal_weight, settings.arousal_head, bool(adversary)))
     val_prepared = window_labels(corpus, split.val, params, settings)
     y_val = corpus.y[list(split.val)]
 
     def make_epoch(seed: int):
         return epoch_arrays(
             corpus, split.train, params, settings.augment, np.random.default_rng(seed), settings.crops_per_clip, logmel,
-            settings.class_mask,
+            settings.class_mask, corpus_column=bool(adversary),
         )
 
     started = time.monotonic()

@@ -11,19 +11,19 @@ NETWORKS = ("serd_cnn", "serd_cnn_wide", "study")
 
 
 def build(name: str, input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None,
-          mixstyle_p: float = 0.0, arousal_head: bool = False):
+          mixstyle_p: float = 0.0, arousal_head: bool = False, corpus_adversary: tuple[int, float] | None = None):
     """A compiled-ready Keras model; `batch_size=1` gives the fixed-batch export graph.
 
-    `mixstyle_p` and `arousal_head` shape the training graph only (see `serd_cnn`); the
-    export graph is built without them and takes the same weights in the same order.
+    `mixstyle_p`, `arousal_head` and `corpus_adversary` shape the training graph only (see
+    `serd_cnn`); the export graph is built without them and takes the same weights in the same order.
     """
+    parts = {"mixstyle_p": mixstyle_p, "arousal_head": arousal_head, "corpus_adversary": corpus_adversary}
     if name == "serd_cnn":
-        return serd_cnn(input_shape, n_classes, batch_size, mixstyle_p=mixstyle_p, arousal_head=arousal_head)
+        return serd_cnn(input_shape, n_classes, batch_size, **parts)
     if name == "serd_cnn_wide":
-        return serd_cnn(input_shape, n_classes, batch_size, widths=(32, 64, 128, 256), name="serd_cnn_wide",
-                        mixstyle_p=mixstyle_p, arousal_head=arousal_head)
-    if mixstyle_p or arousal_head:
-        raise ValueError(f"{name} takes neither MixStyle nor an arousal head")
+        return serd_cnn(input_shape, n_classes, batch_size, widths=(32, 64, 128, 256), name="serd_cnn_wide", **parts)
+    if mixstyle_p or arousal_head or corpus_adversary:
+        raise ValueError(f"{name} takes no training-only parts (MixStyle, an arousal head, a corpus adversary)")
     if name == "study":
         return study_baseline(input_shape, n_classes, batch_size)
     raise ValueError(f"unknown network {name!r}; expected one of {NETWORKS}")
@@ -53,7 +53,8 @@ def study_baseline(input_shape: tuple[int, int], n_classes: int, batch_size: int
 
 def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None,
              widths: tuple[int, int, int, int] = (16, 32, 64, 128), name: str = "serd_cnn",
-             mixstyle_p: float = 0.0, arousal_head: bool = False):
+             mixstyle_p: float = 0.0, arousal_head: bool = False,
+             corpus_adversary: tuple[int, float] | None = None):
     """The shipped network: every op full-int8 in TFLite (Conv/ReLU/pool/reshape/dense).
 
     A strided first convolution and early pooling keep it near 11 M
@@ -62,7 +63,10 @@ def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | Non
 
     Training-only parts: `mixstyle_p` > 0 mixes the first two blocks' feature statistics
     between windows (`MixStyle`); `arousal_head` adds one more logit (activated against
-    calm) after the emotion logits, trained by `fit.emotion_loss` and left out of the export.
+    calm) after the emotion logits, trained by `fit.emotion_loss` and left out of the export;
+    `corpus_adversary` = (corpora, strength) adds a corpus classifier behind a gradient reversal
+    (DANN, Ganin et al. 2016): its logits come last, and the features are pushed, at `strength`,
+    away from whatever tells the training corpora apart.
     """
     import keras
     from keras import layers
@@ -94,7 +98,32 @@ def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | Non
         # Created after the emotion logits, so its weights come last and the export graph
         # (without it) takes the rest in order (`export.to_tflite` checks the outputs agree).
         outputs = layers.Concatenate()([outputs, layers.Dense(1, name="arousal")(x)])
+    if corpus_adversary:
+        n_corpora, strength = corpus_adversary
+        hidden = layers.Dense(64, activation="relu", name="corpus_hidden")(gradient_reversal_layer(strength)(x))
+        outputs = layers.Concatenate()([outputs, layers.Dense(n_corpora, name="corpus")(hidden)])
     return keras.Model(inputs, outputs, name=name)
+
+
+def gradient_reversal_layer(strength: float):
+    """Identity going forward; going back, the gradient times -`strength`.
+
+    The corpus classifier behind it learns to tell the corpora apart, and the features in
+    front of it learn, at `strength`, to make that harder: what a microphone, language or
+    recording room sets is what an unfamiliar corpus changes, so it should not carry the emotion.
+    """
+    import keras
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def reverse(x):
+        return tf.identity(x), lambda upstream: -strength * upstream
+
+    class GradientReversal(keras.layers.Layer):
+        def call(self, x):
+            return reverse(x)
+
+    return GradientReversal()
 
 
 def mix_style_layer(p: float, alpha: float = 0.1):
