@@ -99,18 +99,22 @@ def test_the_corpus_adversary_is_scored_on_the_last_logits_against_the_clips_cor
 
 @needs_tensorflow
 @pytest.mark.slow
-def test_train_with_a_corpus_adversary_on_two_corpora_exports_the_emotions_alone(ravdess_root: Path, nemo_fixtures: Path,
-                                                                                  tmp_path: Path):
+@pytest.mark.parametrize("head", [(), ("--arousal-head", "1")], ids=["alone", "with-arousal-head"])
+def test_train_with_a_corpus_adversary_on_two_corpora_exports_the_emotions_alone(head, ravdess_root: Path,
+                                                                                  nemo_fixtures: Path, tmp_path: Path):
     from serd.model import Model
     from test_train import serd
 
+    # Alone, Keras orders the adversary's weights before the emotion logits' (an export that took
+    # the first weights in order failed here after a whole training run).
     done = serd("train", "--data", f"ravdess={ravdess_root}", "--actors", "1,2", "--data", f"nemo={nemo_fixtures}",
                 "--folds", "2", "--only-folds", "1", "--epochs", "1", "--val-per-corpus", "0",
-                "--corpus-adversary", "0.3", "--arousal-head", "1", "--out", tmp_path, cwd=tmp_path)
+                "--corpus-adversary", "0.3", *head, "--out", tmp_path, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     fold = json.loads((tmp_path / "results.json").read_text())["fold1"]
     assert fold["settings"]["corpus_adversary"] == 0.3
-    assert 0.0 <= fold["keras_float"]["arousal_head_uar"] <= 1.0  # the head is still found before the adversary
+    # The head is found by name, not taken for the adversary's first logit.
+    assert ("arousal_head_uar" in fold["keras_float"]) == bool(head)
     model = Model(next(tmp_path.glob("*-int8.tflite")))
     probs = model.predict(np.zeros(model.params.shape, dtype=np.float32))
     assert probs.shape == (5,) and probs.sum() == pytest.approx(1.0, abs=1e-3)

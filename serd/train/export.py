@@ -11,7 +11,7 @@ import numpy as np
 
 from serd.features import FeatureParams
 from serd.model import write_sidecar
-from serd.train.networks import build
+from serd.train.networks import TRAINING_ONLY_LAYERS, build
 
 _LOGGER = logging.getLogger(__name__)
 LICENCE = "CC BY-NC-SA 4.0"
@@ -43,9 +43,9 @@ def to_tflite(model, network: str, params: FeatureParams, n_classes: int, repres
     import tensorflow as tf
 
     fixed = build(network, params.shape, n_classes, batch_size=1)
-    # The training graph may carry parts the export leaves out (an arousal head, whose
-    # weights come last; MixStyle, which has none): take the rest in order, and check.
-    fixed.set_weights(model.get_weights()[: len(fixed.get_weights())])
+    # The training graph may carry parts the export leaves out (an arousal head, a corpus
+    # adversary; MixStyle, which has no weights): take the other layers' weights in order, and check.
+    fixed.set_weights([w for layer in model.layers if layer.name not in TRAINING_ONLY_LAYERS for w in layer.get_weights()])
     probe = np.random.default_rng(0).standard_normal((1, *params.shape, 1)).astype(np.float32)
     if not np.allclose(np.asarray(model(probe, training=False))[:, :n_classes], np.asarray(fixed(probe)), atol=1e-4):
         raise RuntimeError(f"the export graph of {network} does not reproduce the trained model")

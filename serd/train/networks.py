@@ -8,6 +8,8 @@ calibration temperature lives in the sidecar, not in the graph).
 from __future__ import annotations
 
 NETWORKS = ("serd_cnn", "serd_cnn_wide", "study")
+TRAINING_ONLY_LAYERS = ("arousal", "corpus_hidden", "corpus")
+"""Layers the export graph leaves out (Keras may order their weights before the emotions')."""
 
 
 def build(name: str, input_shape: tuple[int, int], n_classes: int, batch_size: int | None = None,
