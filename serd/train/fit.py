@@ -19,7 +19,7 @@ from serd.train.channel import CONDITIONS
 from serd.train.data import Corpus, crop, epoch_arrays
 from serd.train.evaluate import arousal_uar, score_model
 from serd.train.export import multiply_adds, save_model, to_tflite
-from serd.train.networks import build
+from serd.train.networks import AROUSAL_HEAD, build
 from serd.train.splits import Split
 
 _LOGGER = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def keras_clip_scores(model, prepared, y_clips: np.ndarray, labels: tuple[str, .
     stacked = np.concatenate(feats)[..., None]
     outputs = np.asarray(model.predict(stacked, batch_size=256, verbose=0))
     probs = softmax(outputs[:, :n_classes])
-    has_head = any(layer.name == "arousal" for layer in model.layers)
+    has_head = any(layer.name == AROUSAL_HEAD for layer in model.layers)
     head = 1.0 / (1.0 + np.exp(-outputs[:, n_classes])) if has_head else None
     offset = 0
     predicted, derived, headed = [], [], []

@@ -8,7 +8,9 @@ calibration temperature lives in the sidecar, not in the graph).
 from __future__ import annotations
 
 NETWORKS = ("serd_cnn", "serd_cnn_wide", "study")
-TRAINING_ONLY_LAYERS = ("arousal", "corpus_hidden", "corpus")
+AROUSAL_HEAD = "arousal"
+"""The arousal head's layer name (`fit.keras_clip_scores` finds the head by it)."""
+TRAINING_ONLY_LAYERS = (AROUSAL_HEAD, "corpus_hidden", "corpus")
 """Layers the export graph leaves out (Keras may order their weights before the emotions')."""
 
 
@@ -17,7 +19,7 @@ def build(name: str, input_shape: tuple[int, int], n_classes: int, batch_size: i
     """A compiled-ready Keras model; `batch_size=1` gives the fixed-batch export graph.
 
     `mixstyle_p`, `arousal_head` and `corpus_adversary` shape the training graph only (see
-    `serd_cnn`); the export graph is built without them and takes the same weights in the same order.
+    `serd_cnn`); the export graph is built without them and takes the other layers' weights in order.
     """
     parts = {"mixstyle_p": mixstyle_p, "arousal_head": arousal_head, "corpus_adversary": corpus_adversary}
     if name == "serd_cnn":
@@ -97,9 +99,9 @@ def serd_cnn(input_shape: tuple[int, int], n_classes: int, batch_size: int | Non
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, name="logits")(x)
     if arousal_head:
-        # Created after the emotion logits, so its weights come last and the export graph
-        # (without it) takes the rest in order (`export.to_tflite` checks the outputs agree).
-        outputs = layers.Concatenate()([outputs, layers.Dense(1, name="arousal")(x)])
+        # Named, like the adversary's layers, so that the export graph (without them) takes the
+        # other layers' weights (`export.to_tflite` checks the outputs agree).
+        outputs = layers.Concatenate()([outputs, layers.Dense(1, name=AROUSAL_HEAD)(x)])
     if corpus_adversary:
         n_corpora, strength = corpus_adversary
         hidden = layers.Dense(64, activation="relu", name="corpus_hidden")(gradient_reversal_layer(strength)(x))
