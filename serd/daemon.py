@@ -208,12 +208,14 @@ class Daemon:
         samples = self.source.to_model_rate(block.samples) if resample else block.samples.reshape(-1)
         for window in self.buffer.push(samples):
             outcome = self.pipeline.process(window)
-            self.counters.windows += 1
             message = self.emotion_message(outcome, block.captured_at)
             if self.publisher.send(message):
                 self.counters.published += 1
             if self.window_hook is not None:
                 self.window_hook(outcome, message)
+            # Counted last: /metrics is read on another thread, and a scrape that sees this window
+            # counted must also see its speech count and room arousal (a CI run caught the gap).
+            self.counters.windows += 1
 
     def _send_ready(self) -> None:
         if not self._ready_sent:

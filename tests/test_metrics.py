@@ -14,6 +14,7 @@ import pytest
 
 from conftest import speech_like
 from helpers_daemon import (
+    DEMO_FLAC,
     DaemonProcess,
     Subscriber,
     as_pcm16,
@@ -148,6 +149,53 @@ def test_room_arousal_is_an_opt_in_gauge(workdir):
         assert gauge == pytest.approx(last.smoothed_arousal, abs=1e-4)  # messages carry 5 decimals
         daemon.process.stdin.close()
         assert daemon.wait() == 0
+
+
+def test_a_scrape_never_counts_a_window_before_its_figures(tiny_model_int8, workdir):
+    """/metrics is read on the HTTP server's thread while the worker makes windows. Here a page is
+    rendered at the worst moment, inside the worker, after a window is published and before the
+    metrics hear of it: that page must not count the window yet, or it shows a count its speech and
+    gated counts and room arousal do not add up to (a CI run once scraped the gauge one window late)."""
+    from prometheus_client import generate_latest
+
+    from serd.config import from_dict
+    from serd.daemon import Daemon
+    from serd.metrics import DaemonMetrics
+    from serd.model import Model
+    from serd.publisher import Publisher
+    from serd.sources import make_source
+
+    settings = from_dict({"device_id": "room-a", "analysis": {"vad": "energy"},
+                          "source": {"kind": "file", "path": str(DEMO_FLAC), "realtime": False},
+                          "publisher": {"bind": f"tcp://127.0.0.1:{free_tcp_port()}"}})
+    model = Model(tiny_model_int8)
+    publisher = Publisher(settings.publisher, settings.device_id)
+    try:
+        daemon = Daemon(settings, model, make_source(settings.source, model.params.sample_rate), publisher)
+        daemon_metrics = DaemonMetrics(room_arousal=True)
+        daemon_metrics.attach(daemon)
+        metrics_hook, pages, messages = daemon.window_hook, [], []
+
+        def scrape_then_hook(outcome, message) -> None:
+            text = generate_latest(daemon_metrics.registry).decode("utf-8")
+            pages.append({(s.name, tuple(sorted(s.labels.items()))): s.value
+                          for family in parser.text_string_to_metric_families(text) for s in family.samples})
+            metrics_hook(outcome, message)
+            messages.append(message)
+
+        daemon.window_hook = scrape_then_hook
+        assert daemon.run() == 0
+    finally:
+        publisher.close()
+    speech = [m for m in messages if m.speech]
+    assert len(pages) == daemon.counters.windows > 10 and 0 < len(speech) < len(messages)
+    for done, page in enumerate(pages):  # `done` windows were complete when this page was made
+        spoken = [m for m in messages[:done] if m.speech]
+        gated = sum(v for (name, _), v in page.items() if name == "serd_gated_windows_total")
+        assert value(page, "serd_windows_total") == done, "a window counted before its figures"
+        assert value(page, "serd_speech_windows_total") == len(spoken) and gated == done - len(spoken)
+        shown = value(page, "serd_room_arousal", device="room-a")
+        assert np.isnan(shown) if not spoken else shown == pytest.approx(spoken[-1].smoothed_arousal, abs=1e-9)
 
 
 def test_recorder_counts_rows_written(workdir):
