@@ -51,12 +51,17 @@ def scrape(port: int, path: str = "/metrics") -> tuple[int, str, str]:
         connection.close()
 
 
-def samples(port: int) -> dict[tuple[str, tuple], float]:
+def parsed(text: str) -> dict[tuple[str, tuple], float]:
     """(sample name, sorted labels) -> value, parsed by prometheus_client's parser."""
-    status_code, content_type, text = scrape(port)
-    assert status_code == 200 and content_type.startswith("text/plain; version=0.0.4"), (status_code, content_type)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in parser.text_string_to_metric_families(text) for s in family.samples}
+
+
+def samples(port: int) -> dict[tuple[str, tuple], float]:
+    """A scrape of the page, parsed."""
+    status_code, content_type, text = scrape(port)
+    assert status_code == 200 and content_type.startswith("text/plain; version=0.0.4"), (status_code, content_type)
+    return parsed(text)
 
 
 def value(scraped: dict, name: str, **labels) -> float:
@@ -177,9 +182,7 @@ def test_a_scrape_never_counts_a_window_before_its_figures(tiny_model_int8, work
         metrics_hook, pages, messages = daemon.window_hook, [], []
 
         def scrape_then_hook(outcome, message) -> None:
-            text = generate_latest(daemon_metrics.registry).decode("utf-8")
-            pages.append({(s.name, tuple(sorted(s.labels.items()))): s.value
-                          for family in parser.text_string_to_metric_families(text) for s in family.samples})
+            pages.append(parsed(generate_latest(daemon_metrics.registry).decode("utf-8")))
             metrics_hook(outcome, message)
             messages.append(message)
 
