@@ -26,8 +26,12 @@ from helpers_daemon import (
     write_config,
 )
 from helpers_record import TestPublisher, emotion, start_recorder, status, wait_for_rows
-from serd.config import EX_CONFIG
+from serd.config import EX_CONFIG, from_dict
+from serd.daemon import Daemon
+from serd.model import Model
+from serd.publisher import Publisher
 from serd.record.store import sqlite_url
+from serd.sources import make_source
 
 parser = pytest.importorskip("prometheus_client.parser", reason="pip install -e '.[metrics]'")
 
@@ -161,14 +165,9 @@ def test_a_scrape_never_counts_a_window_before_its_figures(tiny_model_int8, work
     rendered at the worst moment, inside the worker, after a window is published and before the
     metrics hear of it: that page must not count the window yet, or it shows a count its speech and
     gated counts and room arousal do not add up to (a CI run once scraped the gauge one window late)."""
-    from prometheus_client import generate_latest
+    from prometheus_client import generate_latest  # an optional extra: the module skips without it
 
-    from serd.config import from_dict
-    from serd.daemon import Daemon
     from serd.metrics import DaemonMetrics
-    from serd.model import Model
-    from serd.publisher import Publisher
-    from serd.sources import make_source
 
     settings = from_dict({"device_id": "room-a", "analysis": {"vad": "energy"},
                           "source": {"kind": "file", "path": str(DEMO_FLAC), "realtime": False},
